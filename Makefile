@@ -1,0 +1,46 @@
+# lmdbshard: two commands do everything on a fresh machine that has Python 3 and pip.
+#   make convert [CONF=demo|imagenet] [ARGS="key=value ..."]   convert a dataset (default: the bundled demo)
+#   make test                                                   set up and run the test suite
+#   make bench  [ARGS="bench.source=/path ..."]                 measure conversion and read throughput
+
+PYTHON ?= python3
+VENV   ?= .venv
+CONF   ?= demo
+ARGS   ?=
+# PyTorch is only needed for the DataLoader tests; set TORCH= to skip installing it.
+TORCH  ?= torch==2.13.0
+
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.lmdbshard-installed
+TEST_STAMP := $(VENV)/.lmdbshard-test-installed
+
+.PHONY: convert test bench setup clean help
+
+help:
+	@sed -n '1,6p' Makefile | sed 's/^# \{0,1\}//'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test]'
+	@if [ -n "$(TORCH)" ]; then $(PY) -m pip install -q "$(TORCH)" \
+	  || echo "note: $(TORCH) did not install; the DataLoader tests will be skipped"; fi
+	@touch $@
+
+setup: $(STAMP)
+
+convert: $(STAMP)
+	$(PY) jobs/convert.py --config-name $(CONF) $(ARGS)
+
+test: $(TEST_STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: $(STAMP)
+	$(PY) jobs/bench.py $(ARGS)
+
+clean:
+	rm -rf data/demo out/demo

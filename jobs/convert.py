@@ -1,0 +1,34 @@
+"""Hydra entry point: compose conf/<name>.yaml with overrides, build the typed config, convert.
+
+    python jobs/convert.py --config-name imagenet source.root=/data/train out=/data/out
+"""
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lmdbshard import LmdbshardError, convert, parse_config
+from lmdbshard.demo import DemoSpec, make_imagefolder
+
+log = logging.getLogger("lmdbshard")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="demo")
+def main(cfg: DictConfig) -> None:
+    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    demo = data.pop("demo", None)
+    try:
+        job = parse_config(data)
+        if demo is not None:
+            make_imagefolder(job.source.root, DemoSpec(**demo))
+        result = convert(job)
+    except (LmdbshardError, OSError, TypeError) as exc:
+        print(f"lmdbshard: error: {exc}", file=sys.stderr)
+        sys.exit(2 if isinstance(exc, (ValueError, TypeError)) else 1)
+    print(result.summary())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Encoding an image into a record field, and decoding a field back into an array."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from .config import StorageConfig
+from .format import Field, raw_array
+
+
+def encode_image(img: Image.Image, storage: StorageConfig, name: str = "image") -> Field:
+    """Encode an RGB image as ``storage.encoding``; the field's shape is the decoded HWC shape."""
+    shape = (img.height, img.width, len(img.getbands()))
+    if storage.encoding == "raw":
+        return Field(name, "raw", img.tobytes(), shape, "uint8", "HWC")
+    buf = io.BytesIO()
+    if storage.encoding == "jpeg":
+        img.save(buf, "JPEG", quality=storage.quality)
+    else:
+        img.save(buf, "PNG", compress_level=3)
+    return Field(name, storage.encoding, buf.getvalue(), shape, "uint8", "HWC")
+
+
+def decode_field(field: Field, copy: bool = True) -> np.ndarray:
+    """Decoded array of a field. ``raw`` is zero-copy when ``copy`` is false (valid while the value is)."""
+    if field.encoding == "raw":
+        arr = raw_array(field)
+        return arr.copy() if copy else arr
+    with Image.open(io.BytesIO(field.payload)) as img:
+        return np.asarray(img)

@@ -1,0 +1,77 @@
+"""Decoding and transforming one source image, deterministically.
+
+``load_rgb`` is the whole per-image pipeline a shard task runs before encoding:
+open from bytes, refuse decompression bombs, JPEG draft decoding when
+downscaling, EXIF orientation, conversion to 8-bit RGB, resize of the shorter
+side, center crop. Failures raise SampleError with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .config import TransformConfig
+from .errors import SampleError
+
+RESAMPLE = Image.Resampling.BICUBIC
+REDUCING_GAP = 3.0
+
+
+def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """Size with the shorter side equal to ``shorter`` and the aspect ratio kept (rounded)."""
+    if width <= height:
+        return shorter, max(1, round(height * shorter / width))
+    return max(1, round(width * shorter / height)), shorter
+
+
+def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """Box of a ``size`` x ``size`` center crop, as torchvision rounds it (may extend past the image)."""
+    left = int(round((width - size) / 2.0))
+    top = int(round((height - size) / 2.0))
+    return left, top, left + size, top + size
+
+
+def load_rgb(data: bytes, path: str, cfg: TransformConfig) -> Image.Image:
+    """Decode ``data`` (the bytes of ``path``) into a transformed 8-bit RGB image."""
+    if not data:
+        raise SampleError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncated-EXIF and similar chatter; failures still raise
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > cfg.max_pixels:
+                raise SampleError(path, f"{width}x{height} = {width * height} pixels is over the "
+                                        f"decompression-bomb limit {cfg.max_pixels}; raise transform.max_pixels to allow it")
+            if cfg.draft and cfg.resize_shorter and img.format == "JPEG":
+                img.draft("RGB", resized_size(width, height, cfg.resize_shorter))
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+    except SampleError:
+        raise
+    except UnidentifiedImageError:
+        raise SampleError(path, "not an image Pillow can identify (corrupt, or a different file type)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise SampleError(path, f"cannot decode: {exc}") from None
+    if cfg.resize_shorter:
+        size = resized_size(img.width, img.height, cfg.resize_shorter)
+        if size != img.size:
+            img = img.resize(size, RESAMPLE, reducing_gap=REDUCING_GAP)
+    if cfg.center_crop:
+        img = img.crop(center_crop_box(img.width, img.height, cfg.center_crop))
+    return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode. 16-bit and 32-bit integer images keep their top 8 bits."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.uint32)
+        shift = 8 if img.mode.startswith("I;16") or arr.max(initial=0) <= 0xFFFF else 24
+        img = Image.fromarray((arr >> shift).astype(np.uint8), "L")
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB") if img.mode != "RGB" else img

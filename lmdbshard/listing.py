@@ -1,0 +1,95 @@
+"""Listing a source tree: which files, in which order, with which labels.
+
+ImageFolder semantics are torchvision's, exactly: class folders are the sorted
+directory names under ``root`` (label = rank), images are found recursively with
+symlinks followed, extensions matched case-insensitively, directories visited in
+``sorted(os.walk(...))`` order and files sorted. Two deliberate differences, both
+recorded as warnings: an empty class folder keeps its label instead of failing
+the listing, and a directory reached twice through symlinks (a loop) is listed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+from .errors import SourceError
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A sorted, labelled source listing. ``paths`` are relative to ``root`` with '/' separators."""
+
+    root: str
+    classes: list[str]
+    paths: list[str]
+    labels: list[int]
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def digest(self) -> str:
+        """sha256 over (label, path) in order: equal digests mean the same files and labels."""
+        h = hashlib.sha256()
+        for path, label in zip(self.paths, self.labels):
+            h.update(b"%d\t" % label + os.fsencode(path) + b"\n")
+        return h.hexdigest()
+
+
+def list_imagefolder(root: str, extensions: list[str] | tuple[str, ...]) -> Listing:
+    """List ``root/<class>/**/<file>`` the way torchvision's ImageFolder does."""
+    if not os.path.isdir(root):
+        raise SourceError(f"source root {root!r} is not a directory; pass source.root=/path/to/imagefolder")
+    exts = tuple(e.lower() for e in extensions)
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    if not classes:
+        raise SourceError(f"source root {root!r} has no class folders; expected root/<class>/<image> files")
+    paths: list[str] = []
+    labels: list[int] = []
+    warnings: list[str] = []
+    for label, name in enumerate(classes):
+        found = 0
+        for dirpath, fnames in _walk_once(os.path.join(root, name), warnings):
+            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            for fname in sorted(fnames):
+                if fname.lower().endswith(exts):
+                    paths.append(f"{rel}/{fname}")
+                    labels.append(label)
+                    found += 1
+        if not found:
+            warnings.append(f"class folder {name!r} (label {label}) has no images with extensions {', '.join(exts)}")
+    if not paths:
+        raise SourceError(f"source root {root!r} has no images with extensions {', '.join(exts)}; "
+                          "check source.root and source.extensions")
+    return Listing(root, classes, paths, labels, warnings)
+
+
+def _walk_once(top: str, warnings: list[str]) -> list[tuple[str, list[str]]]:
+    """``sorted(os.walk(top, followlinks=True))`` as (dirpath, files), entering each real directory once."""
+    seen = set()
+    try:
+        st = os.stat(top)
+        seen.add((st.st_dev, st.st_ino))
+    except OSError as exc:
+        warnings.append(f"cannot read {top!r}: {exc.strerror}")
+        return []
+    found = []
+    for dirpath, dirnames, fnames in os.walk(top, followlinks=True,
+                                             onerror=lambda e: warnings.append(f"cannot read {e.filename!r}: {e.strerror}")):
+        keep = []
+        for d in dirnames:
+            try:
+                st = os.stat(os.path.join(dirpath, d))
+            except OSError as exc:
+                warnings.append(f"cannot read {os.path.join(dirpath, d)!r}: {exc.strerror}")
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                warnings.append(f"skipped {os.path.join(dirpath, d)!r}: directory already listed (symlink loop?)")
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            keep.append(d)
+        dirnames[:] = keep
+        found.append((dirpath, fnames))
+    return sorted(found)

@@ -1,0 +1,134 @@
+"""The index manifest: the commit record of a conversion, and the only file a reader must open.
+
+Written last, atomically (temp file, fsync, rename, fsync of the directory), and only
+when every planned shard is complete. Readers refuse a newer format version and any
+shard path that escapes the dataset root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import FormatError, FormatVersionError
+from .format import FORMAT_VERSION, KEY_WIDTH, MANIFEST_NAME
+
+FORMAT_NAME = "lmdbshard"
+RECORD_FORMAT = "lmdbshard-record"
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    index: int
+    file: str
+    first_key: int
+    count: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    root: str
+    version: int
+    classes: list[str]
+    num_samples: int
+    shards: list[ShardEntry]
+    data: dict[str, Any]   # the whole JSON document
+
+    def shard_path(self, entry: ShardEntry) -> str:
+        return os.path.join(self.root, entry.file)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write JSON so that readers see the old file or the new one, never a torn one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=folder)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; give it the mode open() would
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def build_manifest(*, config: dict, config_hash: str, seed: int, plan_hash: str, listing_hash: str,
+                   shard_size: int, classes: list[str], fields: list[dict], reports: list[dict],
+                   warnings: list[str], stats: dict, library_version: str) -> dict:
+    """The manifest document from the shard reports (sorted by shard index)."""
+    reports = sorted(reports, key=lambda r: r["index"])
+    errors = [dict(e, shard=r["index"]) for r in reports for e in r["errors"]]
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "lmdbshard_version": library_version,
+        "record_format": RECORD_FORMAT,
+        "key_width": KEY_WIDTH,
+        "seed": seed,
+        "shard_size": shard_size,
+        "plan_sha256": plan_hash,
+        "listing_sha256": listing_hash,
+        "config_sha256": config_hash,
+        "config": config,
+        "num_samples": sum(r["count"] for r in reports),
+        "num_planned": sum(r["planned"] for r in reports),
+        "num_errors": len(errors),
+        "classes": classes,
+        "fields": fields,
+        "shards": [{k: r[k] for k in ("index", "file", "first_key", "count", "bytes", "sha256")} for r in reports],
+        "errors": errors,
+        "warnings": warnings,
+        "stats": stats,
+    }
+
+
+def load_manifest(root: str) -> Manifest:
+    """Read and check ``root``/manifest.json. Cost: one small file, O(number of shards)."""
+    path = os.path.join(root, MANIFEST_NAME)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: {root!r} is not a complete lmdbshard dataset "
+                                "(convert into it first, or rerun an interrupted conversion)") from None
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{path} is not valid JSON ({exc}); rerun the conversion to rewrite it") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise FormatError(f"{path} is not an lmdbshard manifest (no \"format\": \"{FORMAT_NAME}\")")
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise FormatError(f"{path} has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(path, version, FORMAT_VERSION)
+    real_root = os.path.realpath(root)
+    shards = []
+    for s in data["shards"]:
+        entry = ShardEntry(int(s["index"]), str(s["file"]), int(s["first_key"]), int(s["count"]),
+                           int(s["bytes"]), str(s["sha256"]))
+        target = os.path.realpath(os.path.join(root, entry.file))
+        if os.path.isabs(entry.file) or os.path.commonpath([real_root, target]) != real_root:
+            raise FormatError(f"{path}: shard file {entry.file!r} escapes the dataset root; refusing to read it")
+        shards.append(entry)
+    return Manifest(root, version, list(data["classes"]), int(data["num_samples"]), shards, data)

@@ -1,0 +1,151 @@
+"""The output folder and its state between runs: saved plan, shard reports, completeness.
+
+Layout::
+
+    out/plan.json                  the saved plan: sources, labels, seed, settings (written first)
+    out/shards/shard-000007.lmdb   one LMDB file per shard (renamed into place when complete)
+    out/reports/shard-000007.json  the task's report, written when its shard completes
+    out/manifest.json              the index, written last and only when every shard is complete
+
+A rerun reuses the saved plan; if the source listing or an output-affecting
+setting changed, it stops before any work and says what changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from .config import ConvertConfig
+from .errors import ConfigError, PlanMismatchError
+from .format import FORMAT_VERSION, MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, shard_filename
+from .listing import Listing
+from .manifest import write_json_atomic
+from .plan import Plan
+from .shard import ShardReport
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class OutputDir:
+    root: str
+
+    @property
+    def plan_path(self) -> str:
+        return os.path.join(self.root, PLAN_NAME)
+
+    @property
+    def manifest_path(self) -> str:
+        return os.path.join(self.root, MANIFEST_NAME)
+
+    def report_path(self, index: int) -> str:
+        return os.path.join(self.root, REPORT_DIR, shard_filename(index).replace(".lmdb", ".json"))
+
+    def shard_path(self, index: int) -> str:
+        return os.path.join(self.root, SHARD_DIR, shard_filename(index))
+
+    # ------------------------------------------------------------ plan
+    def prepare(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> None:
+        """Check a saved plan against this job (or refuse a foreign folder), then save the plan."""
+        os.makedirs(self.root, exist_ok=True)
+        if os.path.exists(self.plan_path):
+            if cfg.overwrite:
+                self.clear()
+            else:
+                self._check_saved_plan(cfg, listing, plan)
+        else:
+            ours = {PLAN_NAME, MANIFEST_NAME, SHARD_DIR, REPORT_DIR}
+            foreign = sorted(n for n in os.listdir(self.root) if n not in ours and not n.startswith("."))
+            if foreign:
+                raise ConfigError(f"out {self.root!r} is not empty and holds no lmdbshard plan "
+                                  f"(found {foreign[0]!r}); pass out= a new or empty directory")
+            if cfg.overwrite:
+                self.clear()
+        os.makedirs(os.path.join(self.root, SHARD_DIR), exist_ok=True)
+        os.makedirs(os.path.join(self.root, REPORT_DIR), exist_ok=True)
+        self._remove_partials()
+        if not os.path.exists(self.plan_path):
+            write_json_atomic(self.plan_path, self._plan_document(cfg, listing, plan))
+
+    def _plan_document(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> dict:
+        identity = cfg.output_identity()
+        return {
+            "format_version": FORMAT_VERSION,
+            "plan_sha256": plan.digest(),
+            "listing_sha256": listing.digest(),
+            "identity": identity,
+            "identity_sha256": identity_hash(identity),
+            "seed": plan.seed,
+            "shard_size": plan.shard_size,
+            "rounds": plan.rounds,
+            "num_sources": plan.num_sources,
+            "num_shards": plan.num_shards,
+            "source_root": os.path.abspath(listing.root),
+            "classes": listing.classes,
+            "sources": [[p, lbl] for p, lbl in zip(listing.paths, listing.labels)],
+        }
+
+    def load_plan_document(self) -> dict:
+        with open(self.plan_path) as f:
+            return json.load(f)
+
+    def _check_saved_plan(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> None:
+        saved = self.load_plan_document()
+        fix = f"rerun with overwrite=true to discard {self.root!r} and start fresh, or pass a new out="
+        changed = [f"{k} changed from {saved['identity'].get(k)!r} to {v!r}"
+                   for k, v in cfg.output_identity().items() if saved["identity"].get(k) != v]
+        if changed:
+            raise PlanMismatchError(f"{self.root!r} was converted with other settings: {'; '.join(changed)}; {fix}")
+        if saved["listing_sha256"] != listing.digest():
+            old = {p: lbl for p, lbl in saved["sources"]}
+            new = dict(zip(listing.paths, listing.labels))
+            added = sorted(set(new) - set(old))
+            removed = sorted(set(old) - set(new))
+            relabelled = sorted(p for p in set(old) & set(new) if old[p] != new[p])
+            parts = [f"{len(v)} {what} (e.g. {v[0]!r})" for what, v in
+                     (("added", added), ("removed", removed), ("relabelled", relabelled)) if v]
+            raise PlanMismatchError(f"the source listing changed since {self.root!r} was planned: "
+                                    f"{', '.join(parts) or 'order or classes differ'}; {fix}")
+        if saved["plan_sha256"] != plan.digest():
+            raise PlanMismatchError(f"the saved plan in {self.plan_path!r} differs from the plan this version "
+                                    f"computes for the same inputs; {fix}")
+
+    def clear(self) -> None:
+        """Remove what a conversion wrote here (and nothing else)."""
+        for name in (MANIFEST_NAME, PLAN_NAME):
+            path = os.path.join(self.root, name)
+            if os.path.exists(path):
+                os.remove(path)
+        for name in (SHARD_DIR, REPORT_DIR):
+            shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+
+    def _remove_partials(self) -> None:
+        for folder in (SHARD_DIR, REPORT_DIR, "."):
+            path = os.path.join(self.root, folder)
+            for name in os.listdir(path):
+                if name.endswith(PARTIAL_SUFFIX):
+                    os.remove(os.path.join(path, name))
+
+    # ------------------------------------------------------------ reports
+    def save_report(self, report: ShardReport) -> None:
+        write_json_atomic(self.report_path(report.index), dataclasses.asdict(report))
+
+    def complete_report(self, index: int, planned: int) -> dict | None:
+        """The saved report of shard ``index`` if the shard is complete (report and file agree)."""
+        try:
+            with open(self.report_path(index)) as f:
+                report = json.load(f)
+            size = os.path.getsize(self.shard_path(index))
+        except (OSError, ValueError):
+            return None
+        if report.get("index") != index or report.get("planned") != planned or report.get("bytes") != size:
+            return None
+        return report

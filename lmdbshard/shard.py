@@ -1,0 +1,241 @@
+"""Writing one shard: read, decode, transform, encode, append to LMDB, publish atomically.
+
+``write_shard`` is plain Python, the body of a Ray task. It builds the LMDB on
+node-local scratch (LMDB should not be written over network filesystems), in key
+order with ``append=True`` and large transactions, growing the map when it is
+full, then writes a compact copy next to the output as ``*.partial``, fsyncs it
+and renames it into place. A crash at any point leaves no file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import lmdb
+
+from .codec import encode_image
+from .config import StorageConfig, TransformConfig
+from .errors import SampleError, ShardError
+from .format import PARTIAL_SUFFIX, encode_key, pack_record, shard_filename
+from .image import load_rgb
+
+STAGES = ("read", "decode", "encode", "write")
+BATCH_BYTES = 32 << 20     # one write transaction holds about this much
+BATCH_RECORDS = 4096
+INITIAL_MAP = 256 << 20    # grows by doubling on MapFullError
+PREFETCH = 8               # files read ahead of decoding, on I/O threads
+
+
+@dataclass(frozen=True)
+class ShardItem:
+    """One planned sample: where it comes from and what it is."""
+
+    source_index: int
+    round: int
+    path: str   # relative to the source root
+    label: int
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything a task needs to write shard ``index``: references, never image bytes."""
+
+    index: int
+    first_key: int
+    source_root: str
+    items: tuple[ShardItem, ...]
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """Per-job settings shared by every shard task."""
+
+    out: str
+    transform: TransformConfig
+    storage: StorageConfig
+    on_error: str = "skip"
+    scratch_dir: Optional[str] = None
+    initial_map_size: int = INITIAL_MAP
+
+
+@dataclass
+class ShardReport:
+    """What a finished shard task reports; persisted as JSON and summarised in the manifest."""
+
+    index: int
+    file: str            # relative to the output root
+    first_key: int
+    count: int           # records written; keys are first_key .. first_key+count-1, dense
+    planned: int
+    bytes: int
+    sha256: str          # records checksum, see docs/FORMAT.md
+    errors: list[dict] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class RecordHasher:
+    """The shard checksum: sha256 over u32 key length, key, u64 value length, value, in key order."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def update(self, key: bytes, value: bytes | memoryview) -> None:
+        self._h.update(len(key).to_bytes(4, "little") + bytes(key) + len(value).to_bytes(8, "little"))
+        self._h.update(value)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def _read(root: str, item: ShardItem) -> tuple[bytes | None, str | None, float]:
+    t = time.perf_counter()
+    try:
+        with open(os.path.join(root, item.path), "rb") as f:
+            data = f.read()
+        return data, None, time.perf_counter() - t
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}", time.perf_counter() - t
+
+
+def _prefetched(task: ShardTask) -> Iterator[tuple[ShardItem, bytes | None, str | None, float]]:
+    """File contents in item order, read by a few threads ahead of the decoder."""
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="lmdbshard-read") as pool:
+        window: deque = deque()
+        items = iter(task.items)
+        for item in items:
+            window.append((item, pool.submit(_read, task.source_root, item)))
+            if len(window) >= PREFETCH:
+                break
+        while window:
+            item, fut = window.popleft()
+            nxt = next(items, None)
+            if nxt is not None:
+                window.append((nxt, pool.submit(_read, task.source_root, nxt)))
+            yield (item, *fut.result())
+
+
+class _ShardBuilder:
+    """An LMDB being filled in key order on scratch disk."""
+
+    def __init__(self, path: str, map_size: int):
+        self.path = path
+        self.env = lmdb.open(path, subdir=False, map_size=map_size, writemap=True, map_async=True,
+                             meminit=False, metasync=False, sync=False, lock=False, max_dbs=0)
+
+    def put_batch(self, batch: list[tuple[bytes, bytes]]) -> None:
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    cur = txn.cursor()
+                    added, _ = cur.putmulti(batch, append=True)
+                    if added != len(batch):
+                        raise ShardError(f"{self.path}: appended {added} of {len(batch)} records (keys out of order)")
+                return
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def publish(self, final: str) -> int:
+        """Compact-copy to ``final``.partial, fsync, rename into place; returns the file size."""
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        partial = f"{final}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
+        try:
+            with open(partial, "wb") as f:
+                self.env.copyfd(f.fileno(), compact=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, final)
+        except BaseException:
+            _remove(partial)
+            raise
+        _fsync_dir(os.path.dirname(final))
+        return os.path.getsize(final)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def write_shard(task: ShardTask, opts: WriteOptions,
+                progress: Optional[Callable[[int, int], None]] = None) -> ShardReport:
+    """Write one shard; call ``progress(shard_index, done)`` now and then. Returns its report."""
+    seconds = dict.fromkeys(STAGES, 0.0)
+    errors: list[dict] = []
+    hasher = RecordHasher()
+    scratch = tempfile.mkdtemp(prefix=f"lmdbshard-{task.index:06d}-", dir=opts.scratch_dir)
+    builder = _ShardBuilder(os.path.join(scratch, shard_filename(task.index)), opts.initial_map_size)
+    try:
+        batch: list[tuple[bytes, bytes]] = []
+        batch_bytes = 0
+        count = 0
+        last_report = time.monotonic()
+        for done, (item, data, read_error, read_s) in enumerate(_prefetched(task), 1):
+            seconds["read"] += read_s
+            try:
+                if read_error:
+                    raise SampleError(item.path, read_error)
+                t0 = time.perf_counter()
+                img = load_rgb(data, item.path, opts.transform)
+                t1 = time.perf_counter()
+                fld = encode_image(img, opts.storage)
+                value = pack_record([fld], label=item.label, source_index=item.source_index, round=item.round)
+                seconds["decode"] += t1 - t0
+                seconds["encode"] += time.perf_counter() - t1
+            except SampleError as exc:
+                if opts.on_error == "fail":
+                    raise
+                errors.append({"position": task.first_key + done - 1, "source_index": item.source_index,
+                               "round": item.round, "path": item.path, "reason": exc.reason})
+                continue
+            key = encode_key(task.first_key + count)
+            hasher.update(key, value)
+            batch.append((key, value))
+            batch_bytes += len(value)
+            count += 1
+            if batch_bytes >= BATCH_BYTES or len(batch) >= BATCH_RECORDS:
+                seconds["write"] += _timed(builder.put_batch, batch)
+                batch, batch_bytes = [], 0
+            if progress is not None and time.monotonic() - last_report > 0.5:
+                progress(task.index, done)
+                last_report = time.monotonic()
+        if batch:
+            seconds["write"] += _timed(builder.put_batch, batch)
+        rel = f"shards/{shard_filename(task.index)}"
+        t = time.perf_counter()
+        size = builder.publish(os.path.join(opts.out, rel))
+        seconds["write"] += time.perf_counter() - t
+        if progress is not None:
+            progress(task.index, len(task.items))
+    finally:
+        builder.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return ShardReport(task.index, rel, task.first_key, count, len(task.items), size,
+                       hasher.hexdigest(), errors, {k: round(v, 6) for k, v in seconds.items()})
+
+
+def _timed(fn: Callable, *args) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
