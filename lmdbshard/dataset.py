@@ -3,8 +3,11 @@
 Opening reads the manifests and nothing else (O(shards)). Each process opens a
 shard's LMDB lazily, read-only and without a lock file (so no reader slots are
 used and MDB_READERS_FULL cannot happen), with one long-lived zero-copy read
-transaction per shard. Environments are never used across ``fork``: a changed pid
-drops them and the child opens its own. Pickling carries paths and counts only.
+transaction per shard. LMDB allows one environment per file per process, so
+environments live in a per-process, reference-counted registry that every
+dataset in the process shares. Environments are never used across ``fork``: a
+changed pid drops them and the child opens its own. Pickling carries paths and
+counts only.
 """
 
 from __future__ import annotations
@@ -22,6 +25,53 @@ from .format import Record, encode_key, unpack_record
 from .manifest import Manifest, load_manifest
 
 PathLike = str | os.PathLike
+
+
+class _EnvRegistry:
+    """This process's open shard environments: path -> [env, read txn, users]."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.open: dict[str, list] = {}
+
+    def acquire(self, path: str) -> lmdb.Transaction:
+        entry = self.open.get(path)
+        if entry is None:
+            env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False,
+                            meminit=False, max_dbs=0)
+            entry = self.open[path] = [env, env.begin(buffers=True), 0]
+        entry[2] += 1
+        return entry[1]
+
+    def release(self, path: str) -> None:
+        entry = self.open.get(path)
+        if entry is not None:
+            entry[2] -= 1
+            if entry[2] <= 0:
+                del self.open[path]
+                entry[1].abort()
+                entry[0].close()
+
+
+_registry: _EnvRegistry | None = None
+
+
+def _envs() -> _EnvRegistry:
+    """The registry of the current process. A forked child first closes the handles it inherited:
+    py-lmdb would otherwise refuse to reopen those files in the child ("already open in this
+    process"). With ``lock=False`` closing touches only the child's own mappings, never the parent's."""
+    global _registry
+    if _registry is not None and _registry.pid != os.getpid():
+        for env, txn, _ in _registry.open.values():
+            try:
+                txn.abort()
+                env.close()
+            except lmdb.Error:
+                pass
+        _registry = None
+    if _registry is None:
+        _registry = _EnvRegistry()
+    return _registry
 
 
 class ShardedDataset:
@@ -60,7 +110,6 @@ class ShardedDataset:
         self._len = total
         self._pid = os.getpid()
         self._txns: dict[int, lmdb.Transaction] = {}
-        self._envs: dict[int, lmdb.Environment] = {}
 
     # ------------------------------------------------------------ sequence protocol
     def __len__(self) -> int:
@@ -107,27 +156,30 @@ class ShardedDataset:
     # ------------------------------------------------------------ environments
     def _txn(self, k: int) -> lmdb.Transaction:
         if self._pid != os.getpid():   # forked: never touch the parent's environments
-            self._txns, self._envs, self._pid = {}, {}, os.getpid()
+            self._txns, self._pid = {}, os.getpid()
         txn = self._txns.get(k)
         if txn is None:
-            env = lmdb.open(self._paths[k], subdir=False, readonly=True, lock=False,
-                            readahead=False, meminit=False, max_dbs=0)
-            txn = env.begin(buffers=True)
-            self._envs[k], self._txns[k] = env, txn
+            txn = self._txns[k] = _envs().acquire(self._paths[k])
         return txn
 
     def close(self) -> None:
-        """Close every environment this process opened. Views returned earlier become invalid."""
+        """Release this dataset's shards; an environment closes when no dataset in the process uses it.
+        Zero-copy views returned earlier become invalid."""
         if self._pid == os.getpid():
-            for txn in self._txns.values():
-                txn.abort()
-            for env in self._envs.values():
-                env.close()
-        self._txns, self._envs = {}, {}
+            registry = _envs()
+            for k in self._txns:
+                registry.release(self._paths[k])
+        self._txns = {}
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:   # interpreter shutdown: modules may already be gone
+            pass
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_txns"], state["_envs"] = {}, {}
+        state["_txns"] = {}
         return state
 
     def __setstate__(self, state: dict) -> None:

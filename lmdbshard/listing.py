@@ -49,9 +49,11 @@ def list_imagefolder(root: str, extensions: list[str] | tuple[str, ...]) -> List
     paths: list[str] = []
     labels: list[int] = []
     warnings: list[str] = []
+    # A symlink back to the root or into another class folder would list images under the wrong label.
+    fenced = {_dir_id(root)} | {_dir_id(os.path.join(root, c)) for c in classes}
     for label, name in enumerate(classes):
         found = 0
-        for dirpath, fnames in _walk_once(os.path.join(root, name), warnings):
+        for dirpath, fnames in _walk_once(os.path.join(root, name), fenced, warnings):
             rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
             for fname in sorted(fnames):
                 if fname.lower().endswith(exts):
@@ -66,15 +68,18 @@ def list_imagefolder(root: str, extensions: list[str] | tuple[str, ...]) -> List
     return Listing(root, classes, paths, labels, warnings)
 
 
-def _walk_once(top: str, warnings: list[str]) -> list[tuple[str, list[str]]]:
-    """``sorted(os.walk(top, followlinks=True))`` as (dirpath, files), entering each real directory once."""
-    seen = set()
+def _dir_id(path: str) -> tuple[int, int] | None:
     try:
-        st = os.stat(top)
-        seen.add((st.st_dev, st.st_ino))
-    except OSError as exc:
-        warnings.append(f"cannot read {top!r}: {exc.strerror}")
-        return []
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk_once(top: str, fenced: set, warnings: list[str]) -> list[tuple[str, list[str]]]:
+    """``sorted(os.walk(top, followlinks=True))`` as (dirpath, files), entering each real directory
+    once and never entering a ``fenced`` one (the root and the class folders) below ``top``."""
+    seen = set(fenced)
     found = []
     for dirpath, dirnames, fnames in os.walk(top, followlinks=True,
                                              onerror=lambda e: warnings.append(f"cannot read {e.filename!r}: {e.strerror}")):
@@ -86,7 +91,7 @@ def _walk_once(top: str, warnings: list[str]) -> list[tuple[str, list[str]]]:
                 warnings.append(f"cannot read {os.path.join(dirpath, d)!r}: {exc.strerror}")
                 continue
             if (st.st_dev, st.st_ino) in seen:
-                warnings.append(f"skipped {os.path.join(dirpath, d)!r}: directory already listed (symlink loop?)")
+                warnings.append(f"skipped {os.path.join(dirpath, d)!r}: a symlink loop, or a folder listed elsewhere")
                 continue
             seen.add((st.st_dev, st.st_ino))
             keep.append(d)

@@ -1,0 +1,92 @@
+"""Shared fixtures: real image trees made deterministically, and one small local Ray cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lmdbshard import ConvertConfig, RayConfig, SourceConfig, StorageConfig, TransformConfig
+
+CLASSES = ["cat", "dog", "zebra"]
+
+
+def pixels(label: int, index: int, size: tuple[int, int]) -> np.ndarray:
+    """Image content that follows from (label, index): smooth gradients plus a class-coloured block."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * 255 // max(1, w - 1)), (yy * 255 // max(1, h - 1)),
+                    np.full_like(xx, (37 * index) % 256)], axis=-1).astype(np.uint8)
+    img[h // 4: h // 2, w // 4: w // 2] = [(80 * label) % 256, 200, 40 + 10 * index % 200]
+    return img
+
+
+@dataclass
+class Tree:
+    root: str
+    files: dict[str, int]   # relative path -> label, for every valid image
+
+
+def make_tree(root: str, per_class: int = 7, classes=CLASSES) -> Tree:
+    """root/<class>/img_NN.jpg (varied sizes and aspect ratios), plus a PNG, an upper-case extension
+    and a nested folder in each class."""
+    files = {}
+    for label, name in enumerate(classes):
+        for i in range(per_class):
+            size = (40 + 13 * ((i * 7 + label) % 9), 36 + 11 * ((i * 5 + label * 3) % 8))
+            arr = pixels(label, i, size)
+            if i == 1:
+                rel = f"{name}/img_{i:02d}.png"
+            elif i == 2:
+                rel = f"{name}/sub/deeper/img_{i:02d}.JPEG"
+            else:
+                rel = f"{name}/img_{i:02d}.jpg"
+            path = os.path.join(root, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            Image.fromarray(arr).save(path, "PNG" if rel.endswith(".png") else "JPEG", quality=92)
+            files[rel] = label
+        with open(os.path.join(root, name, "notes.txt"), "w") as f:   # not an image extension: ignored
+            f.write("not an image")
+    return Tree(root, files)
+
+
+@pytest.fixture
+def tree(tmp_path) -> Tree:
+    return make_tree(str(tmp_path / "src"))
+
+
+def job(src: str, out: str, **kw) -> ConvertConfig:
+    """A conversion config for tests: small shards, quiet progress, the shared Ray cluster."""
+    transform = kw.pop("transform", TransformConfig(resize_shorter=32))
+    storage = kw.pop("storage", StorageConfig(encoding="jpeg", quality=90))
+    return ConvertConfig(source=SourceConfig(root=src), out=out, transform=transform, storage=storage,
+                         ray=RayConfig(max_in_flight=4), progress="none", **{"shard_size": 5, **kw})
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray cluster with 2 CPUs for the whole session (started on first use)."""
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
+             logging_level="WARNING", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_out(ray_local, tmp_path_factory):
+    """A converted copy of the test tree (jpeg, shard size 5), shared by read-only tests."""
+    from lmdbshard import convert
+    base = tmp_path_factory.mktemp("demo")
+    t = make_tree(str(base / "src"))
+    convert(job(t.root, str(base / "out")))
+    return t, str(base / "out")
+
+
+def copytree(src: str, dst: str) -> str:
+    shutil.copytree(src, dst)
+    return dst
