@@ -1,7 +1,6 @@
 # lmdbshard: two commands do everything on a fresh machine that has Python 3 and pip.
 #   make convert [CONF=demo|imagenet] [ARGS="key=value ..."]   convert a dataset (default: the bundled demo)
 #   make test                                                   set up and run the test suite
-#   make bench  [ARGS="bench.source=/path ..."]                 measure conversion and read throughput
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,10 +13,10 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.lmdbshard-installed
 TEST_STAMP := $(VENV)/.lmdbshard-test-installed
 
-.PHONY: convert test bench setup clean help
+.PHONY: convert test setup clean help
 
 help:
-	@sed -n '1,6p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,5p' Makefile | sed 's/^# \{0,1\}//'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,20 +26,18 @@ $(STAMP): pyproject.toml
 
 $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[test]'
-	@if [ -n "$(TORCH)" ]; then $(PY) -m pip install -q "$(TORCH)" \
-	  || echo "note: $(TORCH) did not install; the DataLoader tests will be skipped"; fi
 	@touch $@
+
+test: $(TEST_STAMP)
+	@if [ -n "$(TORCH)" ] && ! $(PY) -c "import torch" 2>/dev/null; then $(PY) -m pip install -q "$(TORCH)" \
+	  || echo "note: $(TORCH) did not install; the DataLoader tests will be skipped"; fi
+	$(PY) -m pytest -q -p no:cacheprovider tests
 
 setup: $(STAMP)
 
 convert: $(STAMP)
 	$(PY) jobs/convert.py --config-name $(CONF) $(ARGS)
 
-test: $(TEST_STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests
-
-bench: $(STAMP)
-	$(PY) jobs/bench.py $(ARGS)
 
 clean:
 	rm -rf data/demo out/demo

@@ -30,4 +30,4 @@ def decode_field(field: Field, copy: bool = True) -> np.ndarray:
         arr = raw_array(field)
         return arr.copy() if copy else arr
     with Image.open(io.BytesIO(field.payload)) as img:
-        return np.asarray(img)
+        return np.array(img)   # writable, like raw copies (torch.from_numpy warns on read-only arrays)

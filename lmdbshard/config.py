@@ -150,7 +150,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = f"did you mean {prefix}{close[0]}?" if close else f"known keys: {', '.join(sorted(known))}"
-            raise ConfigError(f"unknown config key {prefix}{key!r}; {hint}")
+            raise ConfigError(f"unknown config key '{prefix}{key}'; {hint}")
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     return cls(**kwargs)
 

@@ -151,19 +151,21 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     if plan.num_samples and skipped / plan.num_samples > cfg.max_error_rate:
         raise JobFailedError(
             f"{skipped} of {plan.num_samples} images could not be read ({skipped / plan.num_samples:.1%}), over "
-            f"max_error_rate={cfg.max_error_rate}; see {out}/reports/*.json for the files and reasons, fix them "
-            "or raise max_error_rate, then rerun with overwrite=true")
+            f"max_error_rate={cfg.max_error_rate}; see {out}/reports/*.json for the files and reasons; rerun "
+            "with a higher max_error_rate to accept them, or fix the files and rerun with overwrite=true")
 
     config = dataclasses.asdict(cfg)
     identity = cfg.output_identity()
     manifest = build_manifest(
-        config=config, config_hash=identity_hash(identity), seed=cfg.seed, plan_hash=plan.digest(),
+        config=config, identity_hash=identity_hash(identity), seed=cfg.seed, plan_hash=plan.digest(),
         listing_hash=listing.digest(), shard_size=plan.shard_size, classes=listing.classes,
         fields=[{"name": "image", "encoding": cfg.storage.encoding, "dtype": "uint8", "layout": "HWC"}],
         reports=list(reports.values()), warnings=listing.warnings, library_version=__version__,
         stats={"images_written": written, "images_skipped": skipped, "bytes": result.bytes,
-               "wall_s": round(wall, 3), "ray_startup_s": round(ray_s, 3),
-               "images_per_s": round(result.images_per_s, 2), "shards_built": len(built),
-               "shards_reused": reused, "stage_seconds": stage_seconds})
+               "stage_seconds": {s: round(sum(r["seconds"].get(s, 0.0) for r in reports.values()), 3)
+                                 for s in STAGES},   # every shard, including those built by earlier runs
+               "last_run": {"wall_s": round(wall, 3), "ray_startup_s": round(ray_s, 3),
+                            "images_per_s": round(result.images_per_s, 2), "shards_built": len(built),
+                            "shards_reused": reused}})
     write_json_atomic(output.manifest_path, manifest)
     return result

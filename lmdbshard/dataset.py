@@ -130,8 +130,8 @@ class ShardedDataset:
         k, offset = self.locate(index)
         value = self._txn(k).get(encode_key(self._first_keys[k] + offset))
         if value is None:
-            raise FormatError(f"{self._paths[k]}: key {self._first_keys[k] + offset} is missing; "
-                              f"run `lmdbshard verify` on the dataset")
+            raise FormatError(f"{self._paths[k]}: key {self._first_keys[k] + offset} is missing: the shard "
+                              "was damaged or replaced; delete it and rerun the conversion to rebuild it")
         return value
 
     def record(self, index: int) -> Record:

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .errors import SourceError
+
 CLASS_NAMES = ["amber_circles", "azure_squares", "coral_triangles", "forest_stripes", "golden_rings",
                "indigo_checks", "lime_dots", "rose_diamonds", "slate_waves", "teal_crosses"]
 _PALETTE = [(230, 150, 30), (40, 120, 230), (240, 110, 90), (30, 120, 50), (220, 180, 40),
@@ -109,6 +111,9 @@ def make_imagefolder(root: str, spec: DemoSpec = DemoSpec()) -> str:
                 return root
     except (OSError, ValueError):
         pass
+    if os.path.isdir(root) and os.listdir(root) and not os.path.exists(marker):
+        raise SourceError(f"{root!r} exists and was not made by the demo generator; refusing to replace it. "
+                          "To convert your own images use CONF=imagenet (or drop the demo: section)")
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".demo-", dir=parent)

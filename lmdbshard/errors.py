@@ -35,7 +35,7 @@ class FormatVersionError(FormatError):
     def __init__(self, what: str, found: int, supported: int):
         super().__init__(
             f"{what} has format version {found}, but this lmdbshard reads versions up to "
-            f"{supported}; upgrade lmdbshard (pip install -U lmdbshard)"
+            f"{supported}; upgrade lmdbshard to read it"
         )
         self.found = found
         self.supported = supported

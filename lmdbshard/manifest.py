@@ -74,7 +74,7 @@ def write_json_atomic(path: str, obj: Any) -> None:
         os.close(dfd)
 
 
-def build_manifest(*, config: dict, config_hash: str, seed: int, plan_hash: str, listing_hash: str,
+def build_manifest(*, config: dict, identity_hash: str, seed: int, plan_hash: str, listing_hash: str,
                    shard_size: int, classes: list[str], fields: list[dict], reports: list[dict],
                    warnings: list[str], stats: dict, library_version: str) -> dict:
     """The manifest document from the shard reports (sorted by shard index)."""
@@ -90,7 +90,7 @@ def build_manifest(*, config: dict, config_hash: str, seed: int, plan_hash: str,
         "shard_size": shard_size,
         "plan_sha256": plan_hash,
         "listing_sha256": listing_hash,
-        "config_sha256": config_hash,
+        "identity_sha256": identity_hash,   # of the output-deciding settings, as in plan.json
         "config": config,
         "num_samples": sum(r["count"] for r in reports),
         "num_planned": sum(r["planned"] for r in reports),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import ConvertConfig
-from .errors import ConfigError, PlanMismatchError
+from .errors import ConfigError, FormatVersionError, PlanMismatchError
 from .format import FORMAT_VERSION, MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, shard_filename
 from .listing import Listing
 from .manifest import write_json_atomic
@@ -99,6 +99,8 @@ class OutputDir:
 
     def _check_saved_plan(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> None:
         saved = self.load_plan_document()
+        if saved.get("format_version", 0) > FORMAT_VERSION:
+            raise FormatVersionError(self.plan_path, saved["format_version"], FORMAT_VERSION)
         fix = f"rerun with overwrite=true to discard {self.root!r} and start fresh, or pass a new out="
         changed = [f"{k} changed from {saved['identity'].get(k)!r} to {v!r}"
                    for k, v in cfg.output_identity().items() if saved["identity"].get(k) != v]

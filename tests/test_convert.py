@@ -133,6 +133,7 @@ def test_manifest_is_complete_and_checksums_hold(demo_out):
     tree, out = demo_out
     m = json.load(open(os.path.join(out, "manifest.json")))
     assert m["format"] == "lmdbshard" and m["format_version"] == 1 and m["lmdbshard_version"]
+    assert m["stats"]["images_written"] == 21 and m["stats"]["stage_seconds"]["decode"] > 0
     assert m["num_samples"] == len(tree.files) and m["num_errors"] == 0 and m["errors"] == []
     assert m["classes"] == ["cat", "dog", "zebra"] and m["seed"] == 0 and m["shard_size"] == 5
     assert m["config"]["storage"]["encoding"] == "jpeg" and m["config"]["shard_size"] == 5
