@@ -37,6 +37,7 @@ class TransformConfig:
 
     resize_shorter: Optional[int] = None   # shorter side after resizing; None keeps the size
     center_crop: Optional[int] = None      # square center crop after resizing; None keeps all
+    resample: Literal["bilinear", "bicubic", "lanczos"] = "bilinear"   # torchvision Resize's default
     draft: bool = True                     # let libjpeg decode at 1/2, 1/4, 1/8 scale when downscaling
     max_pixels: int = 178_956_970          # decompression-bomb limit (Pillow's default error threshold)
 

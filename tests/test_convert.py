@@ -19,7 +19,8 @@ from lmdbshard.shard import RecordHasher
 from conftest import job, make_tree
 
 
-def reference_rgb(path: str, shorter: int | None, crop: int | None = None) -> np.ndarray:
+def reference_rgb(path: str, shorter: int | None, crop: int | None = None,
+                  resample=Image.Resampling.BILINEAR) -> np.ndarray:
     """The documented pipeline written out with plain Pillow calls: draft, EXIF, RGB, resize, crop."""
     img = Image.open(path)
     w, h = img.size
@@ -32,7 +33,7 @@ def reference_rgb(path: str, shorter: int | None, crop: int | None = None) -> np
         w, h = img.size
         size = (shorter, round(h * shorter / w)) if w <= h else (round(w * shorter / h), shorter)
         if size != img.size:
-            img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+            img = img.resize(size, resample, reducing_gap=3.0)
     if crop:
         left, top = int(round((img.width - crop) / 2.0)), int(round((img.height - crop) / 2.0))
         img = img.crop((left, top, left + crop, top + crop))
@@ -94,6 +95,20 @@ def test_raw_pixels_equal_reference_exactly(ray_local, tree, tmp_path, crop):
         np.testing.assert_array_equal(image, ref)
         if crop:
             assert image.shape == (crop, crop, 3)
+
+
+def test_bicubic_resample_is_honoured(ray_local, tree, tmp_path):
+    out = str(tmp_path / "out")
+    convert(job(tree.root, out, storage=StorageConfig(encoding="raw"),
+                transform=TransformConfig(resize_shorter=30, resample="bicubic")))
+    ds = ShardedDataset(out)
+    paths = sources(out)
+    differs = 0
+    for i in range(len(ds)):
+        path = os.path.join(tree.root, paths[ds.record(i).source_index])
+        np.testing.assert_array_equal(ds[i][0], reference_rgb(path, 30, resample=Image.Resampling.BICUBIC))
+        differs += not np.array_equal(ds[i][0], reference_rgb(path, 30))
+    assert differs > len(ds) // 2     # the filter really changes the pixels
 
 
 def test_png_storage_is_lossless(ray_local, tree, tmp_path):
