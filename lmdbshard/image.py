@@ -40,6 +40,11 @@ def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, 
 
 def load_rgb(data: bytes, path: str, cfg: TransformConfig) -> Image.Image:
     """Decode ``data`` (the bytes of ``path``) into a transformed 8-bit RGB image."""
+    return transform(decode_rgb(data, path, cfg), cfg)
+
+
+def decode_rgb(data: bytes, path: str, cfg: TransformConfig) -> Image.Image:
+    """Decode into upright 8-bit RGB (JPEG drafted towards the target size when that is set)."""
     if not data:
         raise SampleError(path, "empty file (0 bytes)")
     try:
@@ -60,6 +65,11 @@ def load_rgb(data: bytes, path: str, cfg: TransformConfig) -> Image.Image:
         raise SampleError(path, "not an image Pillow can identify (corrupt, or a different file type)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise SampleError(path, f"cannot decode: {exc}") from None
+    return img
+
+
+def transform(img: Image.Image, cfg: TransformConfig) -> Image.Image:
+    """Resize the shorter side, then center crop, as configured."""
     if cfg.resize_shorter:
         size = resized_size(img.width, img.height, cfg.resize_shorter)
         if size != img.size:

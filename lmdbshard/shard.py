@@ -26,9 +26,9 @@ from .codec import encode_image
 from .config import StorageConfig, TransformConfig
 from .errors import SampleError, ShardError
 from .format import PARTIAL_SUFFIX, encode_key, pack_record, shard_filename
-from .image import load_rgb
+from .image import decode_rgb, transform
 
-STAGES = ("read", "decode", "encode", "write")
+STAGES = ("read", "decode", "transform", "encode", "write")
 BATCH_BYTES = 32 << 20     # one write transaction holds about this much
 BATCH_RECORDS = 4096
 INITIAL_MAP = 256 << 20    # grows by doubling on MapFullError
@@ -182,12 +182,15 @@ def write_shard(task: ShardTask, opts: WriteOptions,
                 if read_error:
                     raise SampleError(item.path, read_error)
                 t0 = time.perf_counter()
-                img = load_rgb(data, item.path, opts.transform)
+                img = decode_rgb(data, item.path, opts.transform)
                 t1 = time.perf_counter()
+                img = transform(img, opts.transform)
+                t2 = time.perf_counter()
                 fld = encode_image(img, opts.storage)
                 value = pack_record([fld], label=item.label, source_index=item.source_index, round=item.round)
                 seconds["decode"] += t1 - t0
-                seconds["encode"] += time.perf_counter() - t1
+                seconds["transform"] += t2 - t1
+                seconds["encode"] += time.perf_counter() - t2
             except SampleError as exc:
                 if opts.on_error == "fail":
                     raise
