@@ -22,7 +22,8 @@ from . import __version__
 from .config import ConvertConfig
 from .errors import JobFailedError
 from .listing import Listing, list_imagefolder
-from .manifest import build_manifest, write_json_atomic
+from .atomic import write_json_atomic
+from .manifest import build_manifest
 from .output import OutputDir, identity_hash
 from .plan import Plan, make_plan
 from .progress import Progress
@@ -84,6 +85,12 @@ def _tasks(plan: Plan, listing: Listing, todo: list[int]) -> Iterator[ShardTask]
         yield ShardTask(k, plan.shard_range(k)[0], os.path.abspath(listing.root), items)
 
 
+def _stage_seconds(reports) -> dict[str, float]:
+    """Seconds per stage summed over shard reports (over every worker that built them)."""
+    reports = list(reports)
+    return {s: round(sum(r["seconds"].get(s, 0.0) for r in reports), 3) for s in STAGES}
+
+
 def convert(cfg: ConvertConfig) -> ConvertResult:
     """Run a conversion job to completion; raises before any work on a bad config or plan mismatch."""
     t0 = time.monotonic()
@@ -138,7 +145,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     built = [reports[k] for k in todo]
     written = sum(r["count"] for r in reports.values())
     skipped = sum(len(r["errors"]) for r in reports.values())
-    stage_seconds = {s: round(sum(r["seconds"].get(s, 0.0) for r in built), 3) for s in STAGES}
+    stage_seconds = _stage_seconds(built)
     built_images = sum(r["planned"] for r in built)
     wall = time.monotonic() - t0
     result = ConvertResult(
@@ -162,8 +169,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
         fields=[{"name": "image", "encoding": cfg.storage.encoding, "dtype": "uint8", "layout": "HWC"}],
         reports=list(reports.values()), warnings=listing.warnings, library_version=__version__,
         stats={"images_written": written, "images_skipped": skipped, "bytes": result.bytes,
-               "stage_seconds": {s: round(sum(r["seconds"].get(s, 0.0) for r in reports.values()), 3)
-                                 for s in STAGES},   # every shard, including those built by earlier runs
+               "stage_seconds": _stage_seconds(reports.values()),   # every shard, earlier runs' too
                "last_run": {"wall_s": round(wall, 3), "ray_startup_s": round(ray_s, 3),
                             "images_per_s": round(result.images_per_s, 2), "shards_built": len(built),
                             "shards_reused": reused}})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,37 +40,6 @@ class Manifest:
 
     def shard_path(self, entry: ShardEntry) -> str:
         return os.path.join(self.root, entry.file)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never a torn one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=folder)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; give it the mode open() would
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def build_manifest(*, config: dict, identity_hash: str, seed: int, plan_hash: str, listing_hash: str,

@@ -25,7 +25,7 @@ from .config import ConvertConfig
 from .errors import ConfigError, FormatVersionError, PlanMismatchError
 from .format import FORMAT_VERSION, MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, shard_filename
 from .listing import Listing
-from .manifest import write_json_atomic
+from .atomic import write_json_atomic
 from .plan import Plan
 from .shard import ShardReport
 

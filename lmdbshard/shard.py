@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,10 +21,11 @@ from typing import Callable, Iterator, Optional
 
 import lmdb
 
+from .atomic import publishing
 from .codec import encode_image
 from .config import StorageConfig, TransformConfig
 from .errors import SampleError, ShardError
-from .format import PARTIAL_SUFFIX, encode_key, pack_record, shard_filename
+from .format import encode_key, pack_record, shard_filename
 from .image import decode_rgb, transform
 
 STAGES = ("read", "decode", "transform", "encode", "write")
@@ -144,19 +144,10 @@ class _ShardBuilder:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
 
     def publish(self, final: str) -> int:
-        """Compact-copy to ``final``.partial, fsync, rename into place; returns the file size."""
+        """Compact-copy to a ``*.partial`` beside ``final``, fsync, rename into place; returns the size."""
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        partial = f"{final}.{uuid.uuid4().hex[:8]}{PARTIAL_SUFFIX}"
-        try:
-            with open(partial, "wb") as f:
-                self.env.copyfd(f.fileno(), compact=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, final)
-        except BaseException:
-            _remove(partial)
-            raise
-        _fsync_dir(os.path.dirname(final))
+        with publishing(final) as fd:
+            self.env.copyfd(fd, compact=True)
         return os.path.getsize(final)
 
     def close(self) -> None:
@@ -227,18 +218,3 @@ def _timed(fn: Callable, *args) -> float:
     t = time.perf_counter()
     fn(*args)
     return time.perf_counter() - t
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
