@@ -1,9 +1,10 @@
 """Decoding and transforming one source image, deterministically.
 
-``load_rgb`` is the whole per-image pipeline a shard task runs before encoding:
+A shard task runs ``decode_rgb`` then ``transform`` before encoding (timed apart):
 open from bytes, refuse decompression bombs, JPEG draft decoding when
-downscaling, EXIF orientation, conversion to 8-bit RGB, resize of the shorter
-side, center crop. Failures raise SampleError with a reason a person can act on.
+downscaling, EXIF orientation, conversion to 8-bit RGB; then resize of the
+shorter side and center crop. Failures raise SampleError with a reason a person
+can act on.
 """
 
 from __future__ import annotations
@@ -36,11 +37,6 @@ def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, 
     left = int(round((width - size) / 2.0))
     top = int(round((height - size) / 2.0))
     return left, top, left + size, top + size
-
-
-def load_rgb(data: bytes, path: str, cfg: TransformConfig) -> Image.Image:
-    """Decode ``data`` (the bytes of ``path``) into a transformed 8-bit RGB image."""
-    return transform(decode_rgb(data, path, cfg), cfg)
 
 
 def decode_rgb(data: bytes, path: str, cfg: TransformConfig) -> Image.Image:

@@ -25,7 +25,7 @@ from .config import ConvertConfig
 from .errors import ConfigError, FormatVersionError, PlanMismatchError
 from .format import FORMAT_VERSION, MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, shard_filename
 from .listing import Listing
-from .atomic import write_json_atomic
+from .atomic import remove_quietly, write_json_atomic
 from .plan import Plan
 from .shard import ShardReport
 
@@ -123,9 +123,7 @@ class OutputDir:
     def clear(self) -> None:
         """Remove what a conversion wrote here (and nothing else)."""
         for name in (MANIFEST_NAME, PLAN_NAME):
-            path = os.path.join(self.root, name)
-            if os.path.exists(path):
-                os.remove(path)
+            remove_quietly(os.path.join(self.root, name))
         for name in (SHARD_DIR, REPORT_DIR):
             shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
 
