@@ -12,7 +12,9 @@ All integers are little-endian.
 
 from __future__ import annotations
 
+import hashlib
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -51,10 +53,27 @@ def shard_filename(index: int) -> str:
     return f"shard-{index:06d}.lmdb"
 
 
+# ---------------------------------------------------------------- shard checksum
+class RecordHasher:
+    """The shard checksum: sha256 over u32 key length, key, u64 value length, value, in key order."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def update(self, key: bytes, value: bytes | memoryview) -> None:
+        self._h.update(len(key).to_bytes(4, "little") + bytes(key) + len(value).to_bytes(8, "little"))
+        self._h.update(value)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
 # ---------------------------------------------------------------- record layout
 MAGIC = b"LSR1"
-#: magic, version u16, nfields u16, label i64, source_index i64, round u32, flags u32
+#: magic, version u16, nfields u16, label i64, source_index i64, round u32, crc32 u32
 RECORD_HEADER = struct.Struct("<4sHHqqII")
+#: Byte offset of the record's CRC-32, which covers every byte of the value except its own four.
+CRC_OFFSET = 28
 #: name 16s, encoding u8, dtype u8, ndim u8, layout u8, shape 4 x u32, offset u32, length u32, reserved u32
 FIELD_HEADER = struct.Struct("<16sBBBB4IIII")
 MAX_FIELDS = 64
@@ -125,7 +144,18 @@ def pack_record(fields: Sequence[Field], label: int = NO_LABEL, source_index: in
         payloads.append(bytes(f.payload) + b"\0" * pad)
         offset += size + pad
     head = RECORD_HEADER.pack(MAGIC, FORMAT_VERSION, len(fields), label, source_index, round, 0)
-    return b"".join([head, *headers, *payloads])
+    body = b"".join([*headers, *payloads])
+    crc = zlib.crc32(body, zlib.crc32(memoryview(head)[:CRC_OFFSET]))
+    return b"".join([head[:CRC_OFFSET], crc.to_bytes(4, "little"), body])
+
+
+def record_crc(value: bytes | memoryview) -> tuple[int, int]:
+    """(stored, computed) CRC-32 of a record value; they differ when any byte of it changed."""
+    view = memoryview(value)
+    if len(view) < RECORD_HEADER.size:
+        raise FormatError(f"record is {len(view)} bytes, shorter than its {RECORD_HEADER.size}-byte header")
+    stored = int.from_bytes(view[CRC_OFFSET:CRC_OFFSET + 4], "little")
+    return stored, zlib.crc32(view[RECORD_HEADER.size:], zlib.crc32(view[:CRC_OFFSET]))
 
 
 def unpack_record(value: bytes | memoryview) -> Record:
@@ -133,7 +163,7 @@ def unpack_record(value: bytes | memoryview) -> Record:
     view = memoryview(value)
     if len(view) < RECORD_HEADER.size:
         raise FormatError(f"record is {len(view)} bytes, shorter than its {RECORD_HEADER.size}-byte header")
-    magic, version, nfields, label, source_index, rnd, _flags = RECORD_HEADER.unpack_from(view, 0)
+    magic, version, nfields, label, source_index, rnd, _crc = RECORD_HEADER.unpack_from(view, 0)
     if magic != MAGIC:
         raise FormatError(f"record magic is {bytes(magic)!r}, expected {MAGIC!r}: not an lmdbshard record")
     if version > FORMAT_VERSION:

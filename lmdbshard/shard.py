@@ -9,7 +9,6 @@ and renames it into place. A crash at any point leaves no file under the final n
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -25,7 +24,7 @@ from .atomic import publishing
 from .codec import encode_image
 from .config import StorageConfig, TransformConfig
 from .errors import SampleError, ShardError
-from .format import encode_key, pack_record, shard_filename
+from .format import RecordHasher, encode_key, pack_record, shard_filename
 from .image import decode_rgb, transform
 
 STAGES = ("read", "decode", "transform", "encode", "write")
@@ -80,20 +79,6 @@ class ShardReport:
     sha256: str          # records checksum, see docs/FORMAT.md
     errors: list[dict] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-class RecordHasher:
-    """The shard checksum: sha256 over u32 key length, key, u64 value length, value, in key order."""
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-
-    def update(self, key: bytes, value: bytes | memoryview) -> None:
-        self._h.update(len(key).to_bytes(4, "little") + bytes(key) + len(value).to_bytes(8, "little"))
-        self._h.update(value)
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
 
 
 def _read(root: str, item: ShardItem) -> tuple[bytes | None, str | None, float]:

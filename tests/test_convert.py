@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 
 from lmdbshard import JobFailedError, PlanMismatchError, ShardedDataset, StorageConfig, TransformConfig, convert
 from lmdbshard.format import decode_key
-from lmdbshard.shard import RecordHasher
+from lmdbshard.format import RecordHasher
 
 from conftest import job, make_tree
 

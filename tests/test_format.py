@@ -1,5 +1,7 @@
 """The record and key format: round trips, byte order, pinned bytes, version refusal."""
 
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -7,7 +9,7 @@ from hypothesis import given, strategies as st
 from lmdbshard.errors import FormatError, FormatVersionError
 from lmdbshard.format import (
     DTYPES, ENCODINGS, FIELD_HEADER, FORMAT_VERSION, KEY_WIDTH, MAX_KEY, RECORD_HEADER, Field,
-    decode_key, encode_key, pack_record, raw_array, unpack_record,
+    decode_key, encode_key, pack_record, raw_array, record_crc, unpack_record,
 )
 
 positions = st.integers(min_value=0, max_value=MAX_KEY)
@@ -39,11 +41,12 @@ def test_pinned_record_bytes():
     value = pack_record([Field("image", "raw", bytes(range(6)), (1, 2, 3), "uint8", "HWC")],
                         label=7, source_index=42, round=0)
     assert value.hex() == (
-        "4c53523101000100" "0700000000000000" "2a00000000000000" "0000000000000000"
+        "4c53523101000100" "0700000000000000" "2a00000000000000" "00000000cd81abb7"
         "696d616765000000" "0000000000000000" "0000030101000000" "0200000003000000"
         "0000000050000000" "0600000000000000"
         "0001020304050000"
     )
+    assert int.from_bytes(value[28:32], "little") == zlib.crc32(value[:28] + value[32:])
     rec = unpack_record(value)
     assert (rec.label, rec.source_index, rec.round) == (7, 42, 0)
     np.testing.assert_array_equal(raw_array(rec.fields["image"]), np.arange(6, dtype=np.uint8).reshape(1, 2, 3))
@@ -64,6 +67,17 @@ def test_record_round_trip(fields, label, source_index, rnd):
         f = rec.fields[name]
         assert bytes(f.payload) == payload and f.shape == (len(payload),)
         assert f.payload.obj is not None  # a view into the value, not a copy
+
+
+@given(st.binary(min_size=1, max_size=200), st.integers(0, 10**6), st.integers(1, 255))
+def test_record_crc_catches_any_changed_byte(payload, where, xor):
+    value = pack_record([Field("image", "raw", payload, (len(payload),))], label=3)
+    stored, computed = record_crc(value)
+    assert stored == computed
+    broken = bytearray(value)
+    broken[where % len(value)] ^= xor
+    stored, computed = record_crc(bytes(broken))
+    assert stored != computed
 
 
 def test_every_dtype_round_trips():
