@@ -28,7 +28,8 @@ def ray_session(cfg: RayConfig) -> Iterator[float]:
     t = time.monotonic()
     started = False
     if not ray.is_initialized():
-        kwargs = dict(address=cfg.address, include_dashboard=False, logging_level=logging.WARNING,
+        # address None starts a private local cluster ("local"), never one that `ray start` left running.
+        kwargs = dict(address=cfg.address or "local", include_dashboard=False, logging_level=logging.WARNING,
                       log_to_driver=True)
         if cfg.address is None:
             kwargs["num_cpus"] = cfg.num_cpus
