@@ -25,7 +25,7 @@ class Progress:
     """
 
     def __init__(self, total: int, shards: int, mode: str = "auto", interval: float = 10.0,
-                 stream=None):
+                 stream=None, desc: str = "converting"):
         self.total, self.shards = total, shards
         self.stream = stream or sys.stderr
         if mode == "auto":
@@ -39,7 +39,7 @@ class Progress:
         if mode == "bar":
             from tqdm import tqdm
             self._bar = tqdm(total=total, unit="img", file=self.stream, dynamic_ncols=True,
-                             smoothing=0.1, desc="converting")
+                             smoothing=0.1, desc=desc)
 
     def restart_clock(self) -> None:
         """Start measuring the rate now (after start-up costs such as starting Ray)."""
