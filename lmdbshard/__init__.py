@@ -5,9 +5,10 @@ __version__ = "0.1.0"
 from .config import ConvertConfig, RayConfig, SourceConfig, StorageConfig, TransformConfig, parse_config  # noqa: E402
 from .dataset import ShardedDataset  # noqa: E402
 from .errors import (  # noqa: E402
-    ConfigError, FormatError, FormatVersionError, JobFailedError, LmdbshardError, PlanMismatchError,
+    ConfigError, DiskFullError, FormatError, FormatVersionError, JobFailedError, LmdbshardError, PlanMismatchError,
     SampleError, ShardError, SourceError,
 )
+from .verify import verify  # noqa: E402
 
 
 def convert(cfg: "ConvertConfig"):
@@ -19,5 +20,5 @@ def convert(cfg: "ConvertConfig"):
 __all__ = [
     "ConvertConfig", "SourceConfig", "TransformConfig", "StorageConfig", "RayConfig", "parse_config",
     "ShardedDataset", "convert", "LmdbshardError", "ConfigError", "SourceError", "PlanMismatchError",
-    "FormatError", "FormatVersionError", "SampleError", "ShardError", "JobFailedError", "__version__",
+    "FormatError", "FormatVersionError", "SampleError", "ShardError", "DiskFullError", "JobFailedError", "verify", "__version__",
 ]

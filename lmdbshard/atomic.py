@@ -5,12 +5,15 @@ Write under a ``*.partial`` name, fsync it, ``os.replace`` it into place, fsync 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from .errors import DiskFullError
 from .format import PARTIAL_SUFFIX
 
 
@@ -55,9 +58,30 @@ def publishing(final: str) -> Iterator[int]:
     fsync_dir(folder)
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+
+
+def free_bytes(folder: str) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def disk_full_message(folder: str, doing: str, needed: int, hint: str = "") -> str:
+    """One line for a full disk: where, while doing what, how much is needed and free, and the fix."""
+    return (f"no space left on the disk holding {folder} while {doing}: it needs about {needed / 1e6:.1f} MB, "
+            f"{free_bytes(folder) / 1e6:.1f} MB is free; free some space{' ' + hint if hint else ''} and rerun "
+            "the same command (complete shards are kept)")
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
-    with publishing(path) as fd:
-        data = json.dumps(obj, indent=1).encode() + b"\n"
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+    data = json.dumps(obj, indent=1).encode() + b"\n"
+    try:
+        with publishing(path) as fd:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(disk_full_message(os.path.dirname(os.path.abspath(path)),
+                                                  f"writing {os.path.basename(path)}", len(data))) from exc
+        raise

@@ -78,6 +78,8 @@ class ConvertConfig:
     scratch_dir: Optional[str] = None            # node-local folder to build shards in; None: system temp
     progress: Literal["auto", "bar", "log", "none"] = "auto"
     log_interval_s: float = 10.0                 # seconds between progress lines when not on a TTY
+    resume_check: Literal["checksum", "full", "size"] = "checksum"   # how a rerun checks shards before reusing them
+    rebuild: Optional[list[int]] = None          # shard indices to rebuild on a rerun even though complete
 
     def validate(self) -> "ConvertConfig":
         """Check values and paths; raise ConfigError naming the key and the fix. Returns self."""
@@ -111,6 +113,8 @@ class ConvertConfig:
         _check(0.0 <= self.max_error_rate <= 1.0,
                f"max_error_rate must be in [0, 1], got {self.max_error_rate!r}; set max_error_rate=0.01")
         _check(self.log_interval_s > 0, f"log_interval_s must be > 0, got {self.log_interval_s!r}")
+        _check(all(k >= 0 for k in self.rebuild or ()),
+               f"rebuild must list shard indices >= 0, got {self.rebuild!r}; e.g. rebuild=[3,17]")
         return self
 
     def output_identity(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from PIL import features
 
 from . import __version__
 from .config import ConvertConfig
-from .errors import JobFailedError
+from .errors import ConfigError, JobFailedError
 from .listing import Listing, list_imagefolder
 from .atomic import write_json_atomic
 from .manifest import build_manifest
@@ -98,6 +98,10 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     out = os.path.abspath(os.path.expanduser(cfg.out))
     listing = list_imagefolder(os.path.expanduser(cfg.source.root), cfg.source.extensions)
     plan = make_plan(len(listing), cfg.seed, cfg.shard_size)
+    outside = sorted(k for k in cfg.rebuild or () if k >= plan.num_shards)
+    if outside:
+        raise ConfigError(f"rebuild names shard {outside[0]}, but the plan has {plan.num_shards} shards "
+                          f"(0..{plan.num_shards - 1}); pass rebuild=[...] with indices in that range")
     output = OutputDir(out)
     output.prepare(cfg, listing, plan)
     log.info("listed %d images in %d classes under %s; %d shards of %d; Pillow %s (libjpeg-turbo: %s), lmdb %s",
@@ -106,16 +110,15 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     for w in listing.warnings:
         log.warning("%s", w)
 
-    reports: dict[int, dict] = {}
-    todo = []
-    for k in range(plan.num_shards):
-        start, stop = plan.shard_range(k)
-        saved = output.complete_report(k, stop - start)
-        if saved is not None:
-            reports[k] = saved
-        else:
-            todo.append(k)
+    t_check = time.monotonic()
+    reports, notes = output.complete_shards(plan, cfg.resume_check, cfg.rebuild or ())
+    todo = [k for k in range(plan.num_shards) if k not in reports]
     reused = len(reports)
+    if reused:
+        log.info("kept %d complete shards from an earlier run (checked by %s in %.1f s); %d to build",
+                 reused, cfg.resume_check, time.monotonic() - t_check, len(todo))
+    for note in notes:
+        log.warning("%s", note)
 
     opts = WriteOptions(out=out, transform=cfg.transform, storage=cfg.storage, on_error=cfg.on_error,
                         scratch_dir=cfg.scratch_dir)

@@ -54,5 +54,9 @@ class ShardError(LmdbshardError, RuntimeError):
     """A shard could not be written, or failed verification."""
 
 
+class DiskFullError(LmdbshardError, OSError):
+    """A disk filled up while writing; the message names the file, the space needed and what is free."""
+
+
 class JobFailedError(LmdbshardError, RuntimeError):
     """The conversion did not complete; complete shards are kept for the rerun."""

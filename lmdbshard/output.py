@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from .config import ConvertConfig
 from .errors import ConfigError, FormatVersionError, PlanMismatchError
@@ -28,6 +28,7 @@ from .listing import Listing
 from .atomic import remove_quietly, write_json_atomic
 from .plan import Plan
 from .shard import ShardReport
+from .verify import ShardExpectation, check_shards
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
@@ -138,8 +139,8 @@ class OutputDir:
     def save_report(self, report: ShardReport) -> None:
         write_json_atomic(self.report_path(report.index), dataclasses.asdict(report))
 
-    def complete_report(self, index: int, planned: int) -> dict | None:
-        """The saved report of shard ``index`` if the shard is complete (report and file agree)."""
+    def saved_report(self, index: int, planned: int) -> dict | None:
+        """The saved report of shard ``index`` if its file is there with the reported size."""
         try:
             with open(self.report_path(index)) as f:
                 report = json.load(f)
@@ -149,3 +150,28 @@ class OutputDir:
         if report.get("index") != index or report.get("planned") != planned or report.get("bytes") != size:
             return None
         return report
+
+    def complete_shards(self, plan: Plan, check: str = "checksum", rebuild: Iterable[int] = ()
+                        ) -> tuple[dict[int, dict], list[str]]:
+        """Reports of the shards a rerun may keep, and why others are redone.
+
+        A shard is kept when its report and file are there and, unless ``check`` is
+        ``size``, it passes ``verify.check_shard`` (``full`` also decodes every record).
+        Shards in ``rebuild`` are never kept.
+        """
+        rebuild = set(rebuild)
+        kept = {}
+        for k in range(plan.num_shards):
+            start, stop = plan.shard_range(k)
+            report = None if k in rebuild else self.saved_report(k, stop - start)
+            if report is not None:
+                kept[k] = report
+        notes = [f"shard {k} is rebuilt on request (rebuild=...)" for k in sorted(rebuild)]
+        if check != "size" and kept:
+            expectations = [ShardExpectation(k, self.shard_path(k), r["first_key"], r["count"], r["sha256"])
+                            for k, r in kept.items()]
+            _, problems = check_shards(expectations, decode=check == "full")
+            for p in problems:
+                if kept.pop(p.shard, None) is not None:
+                    notes.append(f"shard {p.shard} failed its {check} check and is rebuilt: {p.message}")
+        return kept, notes

@@ -20,10 +20,10 @@ from typing import Callable, Iterator, Optional
 
 import lmdb
 
-from .atomic import publishing
+from .atomic import disk_full_message, free_bytes, is_disk_full, publishing
 from .codec import encode_image
 from .config import StorageConfig, TransformConfig
-from .errors import SampleError, ShardError
+from .errors import DiskFullError, SampleError, ShardError
 from .format import RecordHasher, encode_key, pack_record, shard_filename
 from .image import decode_rgb, transform
 
@@ -109,12 +109,18 @@ def _prefetched(task: ShardTask) -> Iterator[tuple[ShardItem, bytes | None, str 
 
 
 class _ShardBuilder:
-    """An LMDB being filled in key order on scratch disk."""
+    """An LMDB being filled in key order on scratch disk.
 
-    def __init__(self, path: str, map_size: int):
-        self.path = path
-        self.env = lmdb.open(path, subdir=False, map_size=map_size, writemap=True, map_async=True,
-                             meminit=False, metasync=False, sync=False, lock=False, max_dbs=0)
+    No ``writemap``: with it, a full disk kills the process with SIGBUS when a page of
+    the sparse map is touched; without it, LMDB reports a write error that becomes a
+    clear message. It costs about 0.5 ms per 1,000 records (measured), a rounding error.
+    """
+
+    def __init__(self, index: int, path: str, map_size: int, planned: int):
+        self.index, self.path, self.planned = index, path, planned
+        self.env = lmdb.open(path, subdir=False, map_size=map_size, meminit=False, metasync=False,
+                             sync=False, lock=False, max_dbs=0)
+        self.bytes_in = self.records = 0
 
     def put_batch(self, batch: list[tuple[bytes, bytes]]) -> None:
         while True:
@@ -124,19 +130,41 @@ class _ShardBuilder:
                     added, _ = cur.putmulti(batch, append=True)
                     if added != len(batch):
                         raise ShardError(f"{self.path}: appended {added} of {len(batch)} records (keys out of order)")
+                self.bytes_in += sum(len(v) for _, v in batch)
+                self.records += len(batch)
                 return
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except (lmdb.Error, OSError) as exc:
+                per_record = (self.bytes_in + sum(len(v) for _, v in batch)) / (self.records + len(batch))
+                raise _storage_error(exc, self.index, "building it on scratch disk", os.path.dirname(self.path),
+                                     int(per_record * self.planned), "or set scratch_dir= to a larger disk") from exc
+
+    def used_bytes(self) -> int:
+        return (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
 
     def publish(self, final: str) -> int:
         """Compact-copy to a ``*.partial`` beside ``final``, fsync, rename into place; returns the size."""
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        with publishing(final) as fd:
-            self.env.copyfd(fd, compact=True)
+        folder = os.path.dirname(final)
+        os.makedirs(folder, exist_ok=True)
+        try:
+            with publishing(final) as fd:
+                self.env.copyfd(fd, compact=True)
+        except (lmdb.Error, OSError) as exc:
+            raise _storage_error(exc, self.index, f"copying it to {final}", folder, self.used_bytes(), "") from exc
         return os.path.getsize(final)
 
     def close(self) -> None:
         self.env.close()
+
+
+def _storage_error(exc: BaseException, index: int, doing: str, folder: str, needed: int, hint: str) -> BaseException:
+    """A DiskFullError when ``exc`` came from a full disk; otherwise ``exc`` itself, unchanged.
+
+    LMDB reports a full disk as ENOSPC, or as EIO from a commit, so the free space decides."""
+    if not (is_disk_full(exc) or ("Input/output error" in str(exc) and free_bytes(folder) < needed)):
+        return exc
+    return DiskFullError(f"shard {index}: {disk_full_message(folder, doing, needed, hint)}")
 
 
 def write_shard(task: ShardTask, opts: WriteOptions,
@@ -145,8 +173,9 @@ def write_shard(task: ShardTask, opts: WriteOptions,
     seconds = dict.fromkeys(STAGES, 0.0)
     errors: list[dict] = []
     hasher = RecordHasher()
-    scratch = tempfile.mkdtemp(prefix=f"lmdbshard-{task.index:06d}-", dir=opts.scratch_dir)
-    builder = _ShardBuilder(os.path.join(scratch, shard_filename(task.index)), opts.initial_map_size)
+    scratch = _scratch_dir(task.index, opts.scratch_dir)
+    builder = _ShardBuilder(task.index, os.path.join(scratch, shard_filename(task.index)), opts.initial_map_size,
+                            len(task.items))
     try:
         batch: list[tuple[bytes, bytes]] = []
         batch_bytes = 0
@@ -197,6 +226,30 @@ def write_shard(task: ShardTask, opts: WriteOptions,
         shutil.rmtree(scratch, ignore_errors=True)
     return ShardReport(task.index, rel, task.first_key, count, len(task.items), size,
                        hasher.hexdigest(), errors, {k: round(v, 6) for k, v in seconds.items()})
+
+
+def _scratch_dir(index: int, parent: Optional[str]) -> str:
+    """A fresh scratch folder for shard ``index``, after removing those that dead attempts at it left
+    behind (a worker killed mid-shard cannot clean up; its retry lands on the same node's disk)."""
+    parent = parent or tempfile.gettempdir()
+    os.makedirs(parent, exist_ok=True)
+    prefix = f"lmdbshard-{index:06d}-"
+    for name in os.listdir(parent):
+        if name.startswith(prefix):
+            pid = name[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _timed(fn: Callable, *args) -> float:

@@ -82,6 +82,13 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
     except lmdb.Error as exc:
         problem(None, f"cannot open {exp.path} as LMDB: {exc}")
         return 0, problems
+    # Pages past the end of a truncated file would kill this process with SIGBUS when touched.
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = os.path.getsize(exp.path)
+    if size < need:
+        env.close()
+        problem(None, f"file is truncated: {size} bytes, but its LMDB pages need {need}")
+        return 0, problems
     try:
         with env.begin(buffers=True) as txn:
             for key, value in txn.cursor():

@@ -63,8 +63,9 @@ def job(src: str, out: str, **kw) -> ConvertConfig:
     """A conversion config for tests: small shards, quiet progress, the shared Ray cluster."""
     transform = kw.pop("transform", TransformConfig(resize_shorter=32))
     storage = kw.pop("storage", StorageConfig(encoding="jpeg", quality=90))
+    ray = kw.pop("ray", RayConfig(max_in_flight=4))
     return ConvertConfig(source=SourceConfig(root=src), out=out, transform=transform, storage=storage,
-                         ray=RayConfig(max_in_flight=4), progress="none", **{"shard_size": 5, **kw})
+                         ray=ray, progress="none", **{"shard_size": 5, **kw})
 
 
 @pytest.fixture(scope="session")
