@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .config import RayConfig
 from .progress import Progress
@@ -56,6 +57,12 @@ class _ProgressBoard:
         return self.done
 
 
+def _new_board():
+    """The progress actor, placed on the driver's node when it can be: a lost worker node must not take it."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return _ProgressBoard.options(scheduling_strategy=here).remote()
+
+
 def _run_one(task: ShardTask, opts: WriteOptions, board) -> ShardReport:
     return write_shard(task, opts, progress=lambda k, n: board.set.remote(k, n))
 
@@ -73,7 +80,7 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
                                           retry_exceptions=False)
     cpus = ray.cluster_resources().get("CPU", 1.0)
     limit = cfg.max_in_flight or max(1, int(2 * cpus / cfg.cpus_per_task))
-    board = _ProgressBoard.remote()
+    board = _new_board()
     opts_ref = ray.put(opts)
     in_flight: dict[ray.ObjectRef, ShardTask] = {}
     failures: list[ShardFailure] = []
@@ -104,7 +111,11 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
                 skipped += len(report.errors)
                 shards_done += 1
             if snapshot_ref is not None and ray.wait([snapshot_ref], timeout=0)[0]:
-                partial = ray.get(snapshot_ref)
+                try:
+                    partial = ray.get(snapshot_ref)
+                except ray.exceptions.RayActorError:   # its node died: progress only, so start another
+                    log.warning("the progress actor died; restarting it (shard results are unaffected)")
+                    board = _new_board()
                 snapshot_ref = None
             if snapshot_ref is None:
                 snapshot_ref = board.snapshot.remote()
