@@ -43,6 +43,9 @@ def decode_rgb(data: bytes, path: str, cfg: TransformConfig) -> Image.Image:
     """Decode into upright 8-bit RGB (JPEG drafted towards the target size when that is set)."""
     if not data:
         raise SampleError(path, "empty file (0 bytes)")
+    # Pillow refuses (or warns about) images over its own process-wide limit while opening them,
+    # before our check below could run: make its limit ours.
+    Image.MAX_IMAGE_PIXELS = cfg.max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncated-EXIF and similar chatter; failures still raise
@@ -57,9 +60,12 @@ def decode_rgb(data: bytes, path: str, cfg: TransformConfig) -> Image.Image:
             img = _to_rgb(img)
     except SampleError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise SampleError(path, f"over the decompression-bomb limit {cfg.max_pixels} pixels ({exc}); "
+                                "raise transform.max_pixels to allow it") from None
     except UnidentifiedImageError:
         raise SampleError(path, "not an image Pillow can identify (corrupt, or a different file type)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError) as exc:
         raise SampleError(path, f"cannot decode: {exc}") from None
     return img
 

@@ -55,3 +55,13 @@ def test_help_explains_usage():
     assert proc.returncode == 0
     for text in ("make convert CONF=imagenet", "source.root", "shard_size", "ShardedDataset"):
         assert text in proc.stdout
+
+
+def test_error_rate_over_the_limit_exits_non_zero_in_one_line(tmp_path):
+    tree = make_tree(str(tmp_path / "src"), per_class=2)
+    (tmp_path / "src" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
+    proc = run_job(f"source.root={tree.root}", f"out={tmp_path / 'out'}", "ray.num_cpus=2", "max_error_rate=0")
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("lmdbshard: error: 1 of 7 images could not be read") and "max_error_rate=0.0" in last
+    assert not (tmp_path / "out" / "manifest.json").exists()
