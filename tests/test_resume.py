@@ -13,7 +13,7 @@ import textwrap
 import lmdb
 import pytest
 
-from lmdbshard import ConfigError, StorageConfig, convert
+from lmdbshard import ConfigError, JobFailedError, StorageConfig, convert
 from lmdbshard.plan import make_plan
 from lmdbshard.shard import ShardItem, ShardTask, WriteOptions, write_shard
 from lmdbshard.verify import verify
@@ -217,3 +217,21 @@ def test_disk_full_on_publish_is_a_clear_error(tree, tmp_path, monkeypatch):
     with pytest.raises(Exception, match=r"shard 0: no space left on the disk holding .* needs about"):
         write_shard(_task(tree), opts)
     assert not os.path.exists(os.path.join(opts.out, "shards", "shard-000000.lmdb"))
+
+
+def test_after_a_shard_task_raises_the_rerun_keeps_what_was_done(tree, tmp_path, ray_local):
+    reference = str(tmp_path / "reference")
+    convert(job(tree.root, reference))
+    broken = os.path.join(tree.root, "zebra", "img_04.jpg")
+    good = open(broken, "rb").read()
+    with open(broken, "wb") as f:
+        f.write(b"garbage")
+    out = str(tmp_path / "out")
+    with pytest.raises(JobFailedError, match="zebra/img_04.jpg"):
+        convert(job(tree.root, out, on_error="fail"))
+    kept = len(os.listdir(os.path.join(out, "reports")))
+    with open(broken, "wb") as f:   # the cause fixed, the listing unchanged
+        f.write(good)
+    result = convert(job(tree.root, out, on_error="fail"))
+    assert (result.shards_reused, result.shards_built) == (kept, 5 - kept) and kept < 5
+    assert stored_items(out) == stored_items(reference)
