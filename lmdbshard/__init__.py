@@ -5,8 +5,8 @@ __version__ = "0.1.0"
 from .config import ConvertConfig, RayConfig, SourceConfig, StorageConfig, TransformConfig, parse_config  # noqa: E402
 from .dataset import ShardedDataset  # noqa: E402
 from .errors import (  # noqa: E402
-    ConfigError, FormatError, FormatVersionError, JobFailedError, LmdbshardError, PlanMismatchError,
-    SampleError, ShardError, SourceError,
+    ClassMismatchError, ConfigError, FormatError, FormatVersionError, JobFailedError, LmdbshardError,
+    PlanMismatchError, SampleError, ShardError, SourceError,
 )
 
 
@@ -18,6 +18,7 @@ def convert(cfg: "ConvertConfig"):
 
 __all__ = [
     "ConvertConfig", "SourceConfig", "TransformConfig", "StorageConfig", "RayConfig", "parse_config",
-    "ShardedDataset", "convert", "LmdbshardError", "ConfigError", "SourceError", "PlanMismatchError",
-    "FormatError", "FormatVersionError", "SampleError", "ShardError", "JobFailedError", "__version__",
+    "ShardedDataset", "convert", "LmdbshardError", "ConfigError",
+    "SourceError", "PlanMismatchError", "FormatError", "FormatVersionError", "ClassMismatchError",
+    "SampleError", "ShardError", "JobFailedError", "__version__",
 ]

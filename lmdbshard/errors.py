@@ -41,6 +41,10 @@ class FormatVersionError(FormatError):
         self.supported = supported
 
 
+class ClassMismatchError(LmdbshardError, ValueError):
+    """Datasets read together have different class lists, and no rule to combine their labels was given."""
+
+
 class SampleError(LmdbshardError, ValueError):
     """One source sample could not be read or decoded."""
 

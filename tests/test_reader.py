@@ -111,13 +111,6 @@ def test_torch_dataloader_with_workers(demo_out, method):
     assert [(i, s, y) for i, (s, y) in enumerate(got)] == want
 
 
-def test_concatenating_roots(demo_out, tmp_path):
-    _, out = demo_out
-    both = ShardedDataset([out, out])
-    n = len(ShardedDataset(out))
-    assert len(both) == 2 * n and both[n + 2][1] == both[2][1]
-
-
 def test_manifest_problems_are_refused(demo_out, tmp_path):
     import json, shutil
     _, out = demo_out
