@@ -6,8 +6,9 @@ from .config import ConvertConfig, RayConfig, SourceConfig, StorageConfig, Trans
 from .dataset import ShardedDataset  # noqa: E402
 from .errors import (  # noqa: E402
     ClassMismatchError, ConfigError, FormatError, FormatVersionError, JobFailedError, LmdbshardError,
-    PlanMismatchError, SampleError, ShardError, SourceError,
+    PlanMismatchError, ResumeError, SampleError, ShardError, SourceError,
 )
+from .sampler import ShardSampler  # noqa: E402
 
 
 def convert(cfg: "ConvertConfig"):
@@ -16,9 +17,18 @@ def convert(cfg: "ConvertConfig"):
     return _convert(cfg)
 
 
+def __getattr__(name: str):
+    # ShardStream subclasses torch's IterableDataset when torch is installed: import it on first use only,
+    # so that ``import lmdbshard`` never imports torch.
+    if name == "ShardStream":
+        from .stream import ShardStream
+        return ShardStream
+    raise AttributeError(f"module 'lmdbshard' has no attribute {name!r}")
+
+
 __all__ = [
     "ConvertConfig", "SourceConfig", "TransformConfig", "StorageConfig", "RayConfig", "parse_config",
-    "ShardedDataset", "convert", "LmdbshardError", "ConfigError",
-    "SourceError", "PlanMismatchError", "FormatError", "FormatVersionError", "ClassMismatchError",
+    "ShardedDataset", "ShardSampler", "ShardStream", "convert", "LmdbshardError", "ConfigError",
+    "SourceError", "PlanMismatchError", "FormatError", "FormatVersionError", "ClassMismatchError", "ResumeError",
     "SampleError", "ShardError", "JobFailedError", "__version__",
 ]

@@ -90,3 +90,18 @@ def demo_out(ray_local, tmp_path_factory):
 def copytree(src: str, dst: str) -> str:
     shutil.copytree(src, dst)
     return dst
+
+
+def assert_exactly_once(per_rank: list[list[int]], n: int, drop_last: bool) -> None:
+    """The split promise: equal counts per rank; every index once; padding only as documented."""
+    from collections import Counter
+    counts = {len(r) for r in per_rank}
+    assert len(counts) <= 1, f"ranks got different counts: {[len(r) for r in per_rank]}"
+    m = counts.pop() if counts else 0
+    seen = Counter(i for r in per_rank for i in r)
+    assert set(seen) <= set(range(n))
+    if drop_last:
+        assert m == n // len(per_rank) and max(seen.values(), default=1) == 1
+    else:
+        assert m == -(-n // len(per_rank)) and set(seen) == set(range(n))
+        assert sum(seen.values()) - n == m * len(per_rank) - n   # only the padding repeats
