@@ -17,6 +17,13 @@ def convert(cfg: "ConvertConfig"):
     return _convert(cfg)
 
 
+def ray_dataset(roots, **kwargs):
+    """A ``ray.data.Dataset`` over the shards of ``roots``; see :func:`lmdbshard.ray_data.ray_dataset`.
+    Imports Ray Data lazily."""
+    from .ray_data import ray_dataset as _ray_dataset
+    return _ray_dataset(roots, **kwargs)
+
+
 def __getattr__(name: str):
     # ShardStream subclasses torch's IterableDataset when torch is installed: import it on first use only,
     # so that ``import lmdbshard`` never imports torch.
@@ -28,7 +35,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ConvertConfig", "SourceConfig", "TransformConfig", "StorageConfig", "RayConfig", "parse_config",
-    "ShardedDataset", "ShardSampler", "ShardStream", "convert", "LmdbshardError", "ConfigError",
+    "ShardedDataset", "ShardSampler", "ShardStream", "convert", "ray_dataset", "LmdbshardError", "ConfigError",
     "SourceError", "PlanMismatchError", "FormatError", "FormatVersionError", "ClassMismatchError", "ResumeError",
     "SampleError", "ShardError", "JobFailedError", "__version__",
 ]
