@@ -69,9 +69,10 @@ def job(src: str, out: str, **kw) -> ConvertConfig:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray cluster with 2 CPUs for the whole session (started on first use)."""
+    """One local Ray cluster with 2 CPUs for the whole session (started on first use). ``address="local"``
+    always starts a private one: with no address, Ray joins any cluster already running on the machine."""
     import ray
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
              logging_level="WARNING", log_to_driver=False)
     yield ray
     ray.shutdown()
