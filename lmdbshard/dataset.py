@@ -36,6 +36,8 @@ class ShardedDataset:
     - ``fields="all"``: a dict of every field of the record, by name;
     - ``decode=False``: the stored bytes (for example the JPEG file) instead of arrays.
 
+    ``fields`` takes precedence over ``field``.
+
     ``transform`` receives the sample and ``target_transform`` the label, as in torchvision.
     ``copy=False`` returns zero-copy, read-only views for ``raw`` fields (and memoryviews with
     ``decode=False``); they stay valid until this dataset is closed, so use them only where the
