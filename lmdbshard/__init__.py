@@ -5,9 +5,10 @@ __version__ = "0.1.0"
 from .config import ConvertConfig, RayConfig, SourceConfig, StorageConfig, TransformConfig, parse_config  # noqa: E402
 from .dataset import ShardedDataset  # noqa: E402
 from .errors import (  # noqa: E402
-    ConfigError, DiskFullError, FormatError, FormatVersionError, JobFailedError, LmdbshardError, PlanMismatchError,
-    SampleError, ShardError, SourceError,
+    ClassMismatchError, ConfigError, DiskFullError, FormatError, FormatVersionError, JobFailedError, LmdbshardError,
+    PlanMismatchError, ResumeError, SampleError, ShardError, SourceError,
 )
+from .sampler import ShardSampler  # noqa: E402
 from .verify import verify  # noqa: E402
 
 
@@ -17,8 +18,25 @@ def convert(cfg: "ConvertConfig"):
     return _convert(cfg)
 
 
+def ray_dataset(roots, **kwargs):
+    """A ``ray.data.Dataset`` over the shards of ``roots``; see :func:`lmdbshard.ray_data.ray_dataset`.
+    Imports Ray Data lazily."""
+    from .ray_data import ray_dataset as _ray_dataset
+    return _ray_dataset(roots, **kwargs)
+
+
+def __getattr__(name: str):
+    # ShardStream subclasses torch's IterableDataset when torch is installed: import it on first use only,
+    # so that ``import lmdbshard`` never imports torch.
+    if name == "ShardStream":
+        from .stream import ShardStream
+        return ShardStream
+    raise AttributeError(f"module 'lmdbshard' has no attribute {name!r}")
+
+
 __all__ = [
     "ConvertConfig", "SourceConfig", "TransformConfig", "StorageConfig", "RayConfig", "parse_config",
-    "ShardedDataset", "convert", "LmdbshardError", "ConfigError", "SourceError", "PlanMismatchError",
-    "FormatError", "FormatVersionError", "SampleError", "ShardError", "DiskFullError", "JobFailedError", "verify", "__version__",
+    "ShardedDataset", "ShardSampler", "ShardStream", "convert", "verify", "ray_dataset", "LmdbshardError",
+    "ConfigError", "SourceError", "PlanMismatchError", "FormatError", "FormatVersionError", "ClassMismatchError",
+    "ResumeError", "SampleError", "ShardError", "DiskFullError", "JobFailedError", "__version__",
 ]

@@ -1,13 +1,10 @@
 """``ShardedDataset``: every shard of one or more outputs as one indexable dataset.
 
 Opening reads the manifests and nothing else (O(shards)). Each process opens a
-shard's LMDB lazily, read-only and without a lock file (so no reader slots are
-used and MDB_READERS_FULL cannot happen), with one long-lived zero-copy read
-transaction per shard. LMDB allows one environment per file per process, so
-environments live in a per-process, reference-counted registry that every
-dataset in the process shares. Environments are never used across ``fork``: a
-changed pid drops them and the child opens its own. Pickling carries paths and
-counts only.
+shard's LMDB lazily through the per-process registry in ``envs.py`` (read-only,
+no lock file, one long-lived zero-copy read transaction per shard), and never
+uses an environment across ``fork``. Pickling carries paths, counts and the small
+per-root label maps only, never keys.
 """
 
 from __future__ import annotations
@@ -15,91 +12,70 @@ from __future__ import annotations
 import bisect
 import operator
 import os
-from typing import Any, Callable, Optional, Sequence
+from itertools import islice
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import lmdb
 
+from .classes import combine_classes
 from .codec import decode_field
+from .envs import registry
 from .errors import FormatError
-from .format import Record, encode_key, unpack_record
-from .manifest import Manifest, load_manifest
+from .format import Field, encode_key, unpack_record
+from .manifest import load_manifest
 
 PathLike = str | os.PathLike
 
 
-class _EnvRegistry:
-    """This process's open shard environments: path -> [env, read txn, users]."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.open: dict[str, list] = {}
-
-    def acquire(self, path: str) -> lmdb.Transaction:
-        entry = self.open.get(path)
-        if entry is None:
-            env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False,
-                            meminit=False, max_dbs=0)
-            entry = self.open[path] = [env, env.begin(buffers=True), 0]
-        entry[2] += 1
-        return entry[1]
-
-    def release(self, path: str) -> None:
-        entry = self.open.get(path)
-        if entry is not None:
-            entry[2] -= 1
-            if entry[2] <= 0:
-                del self.open[path]
-                entry[1].abort()
-                entry[0].close()
-
-
-_registry: _EnvRegistry | None = None
-
-
-def _envs() -> _EnvRegistry:
-    """The registry of the current process. A forked child first closes the handles it inherited:
-    py-lmdb would otherwise refuse to reopen those files in the child ("already open in this
-    process"). With ``lock=False`` closing touches only the child's own mappings, never the parent's."""
-    global _registry
-    if _registry is not None and _registry.pid != os.getpid():
-        for env, txn, _ in _registry.open.values():
-            try:
-                txn.abort()
-                env.close()
-            except lmdb.Error:
-                pass
-        _registry = None
-    if _registry is None:
-        _registry = _EnvRegistry()
-    return _registry
-
-
 class ShardedDataset:
-    """A map-style dataset over converted shards: ``ds[i] -> (HWC uint8 array, label)``.
+    """A map-style dataset over converted shards: ``ds[i] -> (sample, label)``.
 
-    ``decode=False`` returns the stored bytes of the image field instead of an array.
-    ``transform`` and ``target_transform`` are applied as in torchvision.
+    The sample is the ``field`` field (``"image"``) decoded to an HWC uint8 array, or:
+
+    - ``fields=["image", "mask"]``: a tuple of those fields, in that order;
+    - ``fields="all"``: a dict of every field of the record, by name;
+    - ``decode=False``: the stored bytes (for example the JPEG file) instead of arrays.
+
+    ``fields`` takes precedence over ``field``.
+
+    ``transform`` receives the sample and ``target_transform`` the label, as in torchvision.
+    ``copy=False`` returns zero-copy, read-only views for ``raw`` fields (and memoryviews with
+    ``decode=False``); they stay valid until this dataset is closed, so use them only where the
+    sample is consumed or copied first (a transform, a collate function). The default copies.
+
+    Several roots read as one dataset must share their class list, or say how to combine
+    labels: ``classes="merge"``, ``classes=[names]`` or ``label_offsets=[...]`` (see ``classes.py``).
     """
 
     def __init__(self, roots: PathLike | Sequence[PathLike], transform: Optional[Callable] = None,
-                 target_transform: Optional[Callable] = None, decode: bool = True, field: str = "image"):
+                 target_transform: Optional[Callable] = None, decode: bool = True, field: str = "image", *,
+                 fields: Optional[str | Sequence[str]] = None, copy: bool = True, classes=None,
+                 label_offsets: Optional[Sequence[int]] = None):
         if isinstance(roots, (str, os.PathLike)):
             roots = [roots]
         manifests = [load_manifest(os.fspath(r)) for r in roots]
         if not manifests:
             raise ValueError("ShardedDataset needs at least one dataset root")
-        self.classes = _common_classes(manifests)
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.roots = [m.root for m in manifests]   # not the manifests: pickles stay small
+        self.classes, self._label_maps = combine_classes(self.roots, [m.classes for m in manifests],
+                                                         classes, label_offsets)
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.transform = transform
         self.target_transform = target_transform
         self.decode = decode
+        self.copy = copy
         self.field = field
+        self.fields = fields if fields is None or isinstance(fields, str) else tuple(fields)
+        if isinstance(self.fields, str) and self.fields != "all":
+            raise ValueError(f"fields must be 'all' or a list of field names, got {fields!r}")
+        for m in manifests:
+            _check_fields(m.root, m.data.get("fields", []), [field] if fields is None else self.fields)
         self._paths: list[str] = []
         self._first_keys: list[int] = []
-        self._ends: list[int] = []   # cumulative counts: shard k holds [ends[k-1], ends[k])
+        self._ends: list[int] = []     # cumulative counts: shard k holds [ends[k-1], ends[k])
+        self._map_of: list[int] = []   # shard k's labels go through _label_maps[_map_of[k]]
         total = 0
-        for m in manifests:
+        for j, m in enumerate(manifests):
             for entry in m.shards:
                 if entry.count == 0:
                     continue
@@ -107,6 +83,7 @@ class ShardedDataset:
                 self._paths.append(m.shard_path(entry))
                 self._first_keys.append(entry.first_key)
                 self._ends.append(total)
+                self._map_of.append(j)
         self._len = total
         self._pid = os.getpid()
         self._txns: dict[int, lmdb.Transaction] = {}
@@ -114,6 +91,11 @@ class ShardedDataset:
     # ------------------------------------------------------------ sequence protocol
     def __len__(self) -> int:
         return self._len
+
+    @property
+    def shard_sizes(self) -> list[int]:
+        """Samples per shard, in index order (shards without samples are left out)."""
+        return [e - s for s, e in zip([0] + self._ends[:-1], self._ends)]
 
     def locate(self, index: int) -> tuple[int, int]:
         """(shard number, offset within shard) of ``index``; negative indices count from the end."""
@@ -127,31 +109,89 @@ class ShardedDataset:
 
     def raw(self, index: int) -> memoryview:
         """The stored record value of sample ``index`` (a view valid while this dataset is open)."""
-        k, offset = self.locate(index)
-        value = self._txn(k).get(encode_key(self._first_keys[k] + offset))
-        if value is None:
-            raise FormatError(f"{self._paths[k]}: key {self._first_keys[k] + offset} is missing: the shard "
-                              "was damaged or replaced; delete it and rerun the conversion to rebuild it")
-        return value
+        return self._get(*self.locate(index))
 
-    def record(self, index: int) -> Record:
-        """The parsed record of sample ``index`` with every field, label, source index and round."""
+    def record(self, index: int):
+        """The parsed record of sample ``index`` with every field, its stored label, source index and round."""
         return unpack_record(bytes(self.raw(index)))
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        rec = unpack_record(self.raw(index))
-        fld = rec.fields[self.field]
-        sample = decode_field(fld) if self.decode else bytes(fld.payload)
+        k, offset = self.locate(index)
+        return self._sample(self._get(k, offset), k)
+
+    def read_shard(self, k: int, start: int = 0, stop: Optional[int] = None) -> Iterator[tuple[Any, Any]]:
+        """Samples ``start..stop-1`` of shard ``k``, read with one cursor in key order: the fast path.
+        Keys were shuffled globally at write time, so this order is already a shuffled one."""
+        if not 0 <= k < len(self._paths):
+            raise IndexError(f"shard {k} out of range; this dataset has {len(self._paths)} non-empty shards")
+        count = self._ends[k] - (self._ends[k - 1] if k else 0)
+        stop = count if stop is None else stop
+        if not 0 <= start <= stop <= count:
+            raise IndexError(f"range [{start}, {stop}) is outside shard {k} of {count} samples")
+        if start == stop:
+            return
+        cursor = self._txn(k).cursor()
+        if not cursor.set_key(encode_key(self._first_keys[k] + start)):
+            raise self._damaged(k, start)
+        n = 0
+        for value in islice(cursor.iternext(keys=False, values=True), stop - start):
+            yield self._sample(value, k)
+            n += 1
+        if n != stop - start:
+            raise self._damaged(k, start + n)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        for k in range(len(self._paths)):
+            yield from self.read_shard(k)
+
+    def __add__(self, other: "ShardedDataset") -> "ShardedDataset":
+        """One dataset over both: ``other``'s samples follow ``self``'s. Same classes and options required."""
+        if not isinstance(other, ShardedDataset):
+            return NotImplemented
+        combine_classes([" + ".join(self.roots), " + ".join(other.roots)], [self.classes, other.classes])
+        if self._options() != other._options():
+            raise ValueError("cannot add datasets read with different options (transform, decode, field(s), copy); "
+                             "open the roots together with ShardedDataset([...], ...) instead")
+        new = object.__new__(ShardedDataset)
+        new.__setstate__(self.__getstate__())
+        new.roots = self.roots + other.roots
+        new._paths = self._paths + other._paths
+        new._first_keys = self._first_keys + other._first_keys
+        new._ends = self._ends + [e + self._len for e in other._ends]
+        new._label_maps = self._label_maps + other._label_maps
+        new._map_of = self._map_of + [j + len(self._label_maps) for j in other._map_of]
+        new._len = self._len + other._len
+        return new
+
+    # ------------------------------------------------------------ samples
+    def _sample(self, value, k: int) -> tuple[Any, Any]:
+        rec = unpack_record(value)
+        if self.fields is None:
+            sample = self._value(rec.fields, self.field)
+        elif self.fields == "all":
+            sample = {name: self._value(rec.fields, name) for name in rec.fields}
+        else:
+            sample = tuple(self._value(rec.fields, name) for name in self.fields)
         label = rec.label
+        label_map = self._label_maps[self._map_of[k]]
+        if label_map is not None and label >= 0:
+            label = label_map[label]
         if self.transform is not None:
             sample = self.transform(sample)
         if self.target_transform is not None:
             label = self.target_transform(label)
         return sample, label
 
-    def __iter__(self):
-        for i in range(self._len):
-            yield self[i]
+    def _value(self, fields: dict[str, Field], name: str) -> Any:
+        fld = fields.get(name)
+        if fld is None:
+            raise FormatError(f"record has no field {name!r} (it has {sorted(fields)}); pick one with field=/fields=")
+        if self.decode:
+            return decode_field(fld, copy=self.copy)
+        return bytes(fld.payload) if self.copy else fld.payload
+
+    def _options(self) -> tuple:
+        return (self.transform, self.target_transform, self.decode, self.field, self.fields, self.copy)
 
     # ------------------------------------------------------------ environments
     def _txn(self, k: int) -> lmdb.Transaction:
@@ -159,16 +199,26 @@ class ShardedDataset:
             self._txns, self._pid = {}, os.getpid()
         txn = self._txns.get(k)
         if txn is None:
-            txn = self._txns[k] = _envs().acquire(self._paths[k])
+            txn = self._txns[k] = registry().acquire(self._paths[k])
         return txn
+
+    def _get(self, k: int, offset: int) -> memoryview:
+        value = self._txn(k).get(encode_key(self._first_keys[k] + offset))
+        if value is None:
+            raise self._damaged(k, offset)
+        return value
+
+    def _damaged(self, k: int, offset: int) -> FormatError:
+        return FormatError(f"{self._paths[k]}: key {self._first_keys[k] + offset} is missing: the shard "
+                           "was damaged or replaced; delete it and rerun the conversion to rebuild it")
 
     def close(self) -> None:
         """Release this dataset's shards; an environment closes when no dataset in the process uses it.
         Zero-copy views returned earlier become invalid."""
         if self._pid == os.getpid():
-            registry = _envs()
+            envs = registry()
             for k in self._txns:
-                registry.release(self._paths[k])
+                envs.release(self._paths[k])
         self._txns = {}
 
     def __del__(self) -> None:
@@ -197,10 +247,11 @@ class ShardedDataset:
         return f"ShardedDataset({roots!r}, samples={self._len}, shards={len(self._paths)}, classes={len(self.classes)})"
 
 
-def _common_classes(manifests: list[Manifest]) -> list[str]:
-    first = manifests[0].classes
-    for m in manifests[1:]:
-        if m.classes != first:
-            raise ValueError(f"class lists differ between {manifests[0].root!r} and {m.root!r}; "
-                             "labels would mix silently, so open them as separate datasets")
-    return list(first)
+def _check_fields(root: str, declared: list, wanted) -> None:
+    """Refuse, at open time, a field name the manifest does not declare."""
+    names = [f.get("name") for f in declared if isinstance(f, dict)]
+    if wanted == "all" or not names:
+        return
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        raise ValueError(f"{root!r} has no field {missing[0]!r}; its fields are {names}")

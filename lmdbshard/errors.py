@@ -41,6 +41,14 @@ class FormatVersionError(FormatError):
         self.supported = supported
 
 
+class ClassMismatchError(LmdbshardError, ValueError):
+    """Datasets read together have different class lists, and no rule to combine their labels was given."""
+
+
+class ResumeError(LmdbshardError, ValueError):
+    """A saved sampler state does not fit the sampler or dataset it is loaded into."""
+
+
 class SampleError(LmdbshardError, ValueError):
     """One source sample could not be read or decoded."""
 

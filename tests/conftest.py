@@ -70,7 +70,8 @@ def job(src: str, out: str, **kw) -> ConvertConfig:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray cluster with 2 CPUs for the whole session (started on first use)."""
+    """One local Ray cluster with 2 CPUs for the whole session (started on first use). ``address="local"``
+    always starts a private one: with no address, Ray joins any cluster already running on the machine."""
     import ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
              logging_level="WARNING", log_to_driver=False)
@@ -91,3 +92,18 @@ def demo_out(ray_local, tmp_path_factory):
 def copytree(src: str, dst: str) -> str:
     shutil.copytree(src, dst)
     return dst
+
+
+def assert_exactly_once(per_rank: list[list[int]], n: int, drop_last: bool) -> None:
+    """The split promise: equal counts per rank; every index once; padding only as documented."""
+    from collections import Counter
+    counts = {len(r) for r in per_rank}
+    assert len(counts) <= 1, f"ranks got different counts: {[len(r) for r in per_rank]}"
+    m = counts.pop() if counts else 0
+    seen = Counter(i for r in per_rank for i in r)
+    assert set(seen) <= set(range(n))
+    if drop_last:
+        assert m == n // len(per_rank) and max(seen.values(), default=1) == 1
+    else:
+        assert m == -(-n // len(per_rank)) and set(seen) == set(range(n))
+        assert sum(seen.values()) - n == m * len(per_rank) - n   # only the padding repeats

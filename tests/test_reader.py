@@ -111,13 +111,6 @@ def test_torch_dataloader_with_workers(demo_out, method):
     assert [(i, s, y) for i, (s, y) in enumerate(got)] == want
 
 
-def test_concatenating_roots(demo_out, tmp_path):
-    _, out = demo_out
-    both = ShardedDataset([out, out])
-    n = len(ShardedDataset(out))
-    assert len(both) == 2 * n and both[n + 2][1] == both[2][1]
-
-
 def test_manifest_problems_are_refused(demo_out, tmp_path):
     import json, shutil
     _, out = demo_out
@@ -135,3 +128,37 @@ def test_manifest_problems_are_refused(demo_out, tmp_path):
     os.remove(path)
     with pytest.raises(FileNotFoundError, match="not a complete lmdbshard dataset"):
         ShardedDataset(copy)
+
+
+def _reader(ds, seed, barrier, results):
+    """One of many reader processes: read, wait until every reader holds its shards open, read again."""
+    try:
+        rng = np.random.default_rng(seed)
+        got = [(int(i), pixel_sum(ds[int(i)][0]), ds[int(i)][1]) for i in rng.integers(0, len(ds), 4)]
+        barrier.wait(120)
+        got += [(int(i), pixel_sum(ds[int(i)][0]), ds[int(i)][1]) for i in rng.integers(0, len(ds), 4)]
+        results.put((seed, got))
+    except Exception as exc:   # reported to the parent, which fails the test with it
+        results.put((seed, repr(exc)))
+
+
+def test_64_concurrent_reader_processes(demo_out):
+    """64 processes forked from a parent that already reads the dataset hold every shard open at once:
+    no MDB_READERS_FULL (no lock file, no reader slots) and every sample reads the same as in the parent."""
+    _, out = demo_out
+    want = {i: (s, y) for i, s, y in expected(out)}
+    ds = ShardedDataset(out)
+    for i in range(len(ds)):   # the parent holds every shard open before forking
+        ds[i]
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(64), ctx.Queue()
+    procs = [ctx.Process(target=_reader, args=(ds, seed, barrier, results)) for seed in range(64)]
+    for p in procs:
+        p.start()
+    reports = dict(results.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join(60)
+    errors = {seed: r for seed, r in reports.items() if isinstance(r, str)}
+    assert not errors and len(reports) == 64
+    assert all(want[i] == (s, y) for r in reports.values() for i, s, y in r)
+    assert all(p.exitcode == 0 for p in procs)
