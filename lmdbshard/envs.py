@@ -14,6 +14,21 @@ import os
 
 import lmdb
 
+from .errors import ShardError
+
+
+def open_shard(path: str) -> lmdb.Environment:
+    """Open one shard file read-only, without a lock file. Refuses a truncated file: touching its
+    missing pages through the map would kill the process with SIGBUS instead of raising."""
+    env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False, meminit=False, max_dbs=0)
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = os.path.getsize(path)
+    if size < need:
+        env.close()
+        raise ShardError(f"{path} is truncated ({size} bytes, its LMDB pages need {need}); check the dataset "
+                         "with lmdbshard verify and rebuild the shard by rerunning its conversion command")
+    return env
+
 
 class _EnvRegistry:
     """path -> [env, read txn, users] for the current process."""
@@ -25,8 +40,7 @@ class _EnvRegistry:
     def acquire(self, path: str) -> lmdb.Transaction:
         entry = self.open.get(path)
         if entry is None:
-            env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False,
-                            meminit=False, max_dbs=0)
+            env = open_shard(path)
             entry = self.open[path] = [env, env.begin(buffers=True), 0]
         entry[2] += 1
         return entry[1]

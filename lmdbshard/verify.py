@@ -16,7 +16,8 @@ from typing import Callable, Iterable, Optional
 import lmdb
 
 from .codec import decode_field
-from .errors import FormatError
+from .envs import open_shard
+from .errors import FormatError, ShardError
 from .format import RecordHasher, encode_key, record_crc, unpack_record
 from .manifest import load_manifest
 
@@ -78,16 +79,9 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
     n = 0
     key = None
     try:
-        env = lmdb.open(exp.path, subdir=False, readonly=True, lock=False, readahead=False, max_dbs=0)
-    except lmdb.Error as exc:
-        problem(None, f"cannot open {exp.path} as LMDB: {exc}")
-        return 0, problems
-    # Pages past the end of a truncated file would kill this process with SIGBUS when touched.
-    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-    size = os.path.getsize(exp.path)
-    if size < need:
-        env.close()
-        problem(None, f"file is truncated: {size} bytes, but its LMDB pages need {need}")
+        env = open_shard(exp.path)
+    except (lmdb.Error, ShardError) as exc:
+        problem(None, f"cannot open {exp.path} as LMDB: {exc}" if isinstance(exc, lmdb.Error) else str(exc))
         return 0, problems
     try:
         with env.begin(buffers=True) as txn:

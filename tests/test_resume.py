@@ -235,3 +235,15 @@ def test_after_a_shard_task_raises_the_rerun_keeps_what_was_done(tree, tmp_path,
     result = convert(job(tree.root, out, on_error="fail"))
     assert (result.shards_reused, result.shards_built) == (kept, 5 - kept) and kept < 5
     assert stored_items(out) == stored_items(reference)
+
+
+def test_reader_refuses_a_truncated_shard_instead_of_crashing(copy):
+    from lmdbshard import ShardedDataset, ShardError
+    _, out = copy
+    path = os.path.join(out, "shards", "shard-000004.lmdb")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    with ShardedDataset(out) as ds:
+        assert ds[0] is not None   # other shards still read
+        with pytest.raises(ShardError, match="truncated.*lmdbshard verify"):
+            ds[len(ds) - 1]
