@@ -46,7 +46,7 @@ class Pass:
     def line(self) -> str:
         what = f"{self.order} {'read+decode' if self.decode else 'read'}"
         unit = "images/s" if self.decode else "records/s"
-        return (f"  {what:<22} {self.samples:>7} samples {self.seconds:>7.2f} s {self.per_s:>10.0f} {unit:<9} "
+        return (f"  {what:<22} {self.samples:>7} samples {self.seconds:>8.3f} s {self.per_s:>10.0f} {unit:<9} "
                 f"{self.mb_per_s:>8.1f} MB/s")
 
 
