@@ -205,3 +205,25 @@ def test_missing_dataset_is_one_clear_line(command, tmp_path):
     extra = {"preview": ["-o", tmp_path / "x.png"], "stats": ["--text"]}.get(command, [])
     line = one_error_line(cli(command, tmp_path / "nothing", *extra, check_ok=False), code=1)
     assert "manifest.json not found" in line and "not a complete lmdbshard dataset" in line
+
+
+def test_readme_preview_is_the_documented_command_output():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    readme = open(os.path.join(root, "README.md")).read()
+    assert "`.venv/bin/lmdbshard preview out/demo -o docs/preview.png --n 25 --cell 96`" in readme
+    assert "](docs/preview.png)" in readme
+    arr = png(os.path.join(root, "docs", "preview.png"))
+    assert arr.shape == (30 + 5 * (96 + 32 + 6) + 6, 6 + 5 * (96 + 6), 3)    # 25 samples in 5 x 5 cells of 96 px
+    assert os.path.getsize(os.path.join(root, "docs", "preview.png")) < 300_000 and variety(arr)[0] > 2000
+
+
+def test_preview_samples_are_distinct_and_of_the_asked_class(demo_out):
+    from lmdbshard import ShardedDataset
+    from lmdbshard.preview import pick
+    with ShardedDataset(demo_out[1]) as ds:
+        for seed in range(3):
+            some = pick(ds, 10, seed)
+            assert len(set(some)) == 10 and some == sorted(some)
+            dogs = pick(ds, 4, seed, label=1)
+            assert len(set(dogs)) == 4 and all(ds[i][1] == 1 for i in dogs)
+        assert pick(ds, 100, 0) == list(range(21))
