@@ -23,10 +23,10 @@ from .config import ConvertConfig
 from .errors import ConfigError, JobFailedError
 from .listing import Listing, list_imagefolder
 from .atomic import write_json_atomic
-from .manifest import build_manifest
+from .manifest import build_manifest, class_counts
 from .output import OutputDir, identity_hash
 from .plan import Plan, make_plan
-from .progress import Progress
+from .progress import Progress, stage_fractions, stage_shares
 from .runner import ray_session, run_shards
 from .shard import STAGES, ShardItem, ShardTask, WriteOptions
 
@@ -51,11 +51,9 @@ class ConvertResult:
 
     def stage_shares(self) -> str:
         """e.g. ``decode 61%, encode 22%, read 5%, write 4%`` (summed over workers)."""
-        total = sum(self.stage_seconds.values())
-        if total <= 0:
+        if self.shards_built == 0:
             return "n/a (every shard was reused)"
-        parts = sorted(self.stage_seconds.items(), key=lambda kv: -kv[1])
-        return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in parts)
+        return stage_shares(self.stage_seconds)
 
     def summary(self) -> str:
         mb = self.bytes / 1e6
@@ -126,6 +124,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     def record(report) -> None:
         output.save_report(report)
         reports[report.index] = dataclasses.asdict(report)
+        progress.add_stage_seconds(report.seconds)
 
     ray_s = 0.0
     t_run = time.monotonic()
@@ -164,15 +163,17 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
             f"max_error_rate={cfg.max_error_rate}; see {out}/reports/*.json for the files and reasons; rerun "
             "with a higher max_error_rate to accept them, or fix the files and rerun with overwrite=true")
 
+    all_stages = _stage_seconds(reports.values())   # every shard, earlier runs' too
     config = dataclasses.asdict(cfg)
     identity = cfg.output_identity()
     manifest = build_manifest(
         config=config, identity_hash=identity_hash(identity), seed=cfg.seed, plan_hash=plan.digest(),
         listing_hash=listing.digest(), shard_size=plan.shard_size, classes=listing.classes,
+        class_counts=class_counts(listing.labels, len(listing.classes), plan.rounds, reports.values()),
         fields=[{"name": "image", "encoding": cfg.storage.encoding, "dtype": "uint8", "layout": "HWC"}],
         reports=list(reports.values()), warnings=listing.warnings, library_version=__version__,
         stats={"images_written": written, "images_skipped": skipped, "bytes": result.bytes,
-               "stage_seconds": _stage_seconds(reports.values()),   # every shard, earlier runs' too
+               "stage_seconds": all_stages, "stage_shares": stage_fractions(all_stages),
                "last_run": {"wall_s": round(wall, 3), "ray_startup_s": round(ray_s, 3),
                             "images_per_s": round(result.images_per_s, 2), "shards_built": len(built),
                             "shards_reused": reused}})

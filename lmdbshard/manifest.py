@@ -42,9 +42,20 @@ class Manifest:
         return os.path.join(self.root, entry.file)
 
 
+def class_counts(labels: list[int], num_classes: int, rounds: int, reports) -> list[int]:
+    """Records stored per class: every planned sample of the class, less the skipped ones."""
+    counts = [0] * num_classes
+    for label in labels:
+        counts[label] += rounds
+    for r in reports:
+        for e in r["errors"]:
+            counts[labels[e["source_index"]]] -= 1
+    return counts
+
+
 def build_manifest(*, config: dict, identity_hash: str, seed: int, plan_hash: str, listing_hash: str,
-                   shard_size: int, classes: list[str], fields: list[dict], reports: list[dict],
-                   warnings: list[str], stats: dict, library_version: str) -> dict:
+                   shard_size: int, classes: list[str], class_counts: list[int], fields: list[dict],
+                   reports: list[dict], warnings: list[str], stats: dict, library_version: str) -> dict:
     """The manifest document from the shard reports (sorted by shard index)."""
     reports = sorted(reports, key=lambda r: r["index"])
     errors = [dict(e, shard=r["index"]) for r in reports for e in r["errors"]]
@@ -64,6 +75,7 @@ def build_manifest(*, config: dict, identity_hash: str, seed: int, plan_hash: st
         "num_planned": sum(r["planned"] for r in reports),
         "num_errors": len(errors),
         "classes": classes,
+        "class_counts": class_counts,
         "fields": fields,
         "shards": [{k: r[k] for k in ("index", "file", "first_key", "count", "bytes", "sha256")} for r in reports],
         "errors": errors,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Optional
+from typing import Mapping
 
 log = logging.getLogger("lmdbshard")
 
@@ -17,8 +17,26 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def stage_fractions(seconds: Mapping[str, float]) -> dict[str, float]:
+    """Each stage's share of the summed stage time, largest first; empty when nothing was timed."""
+    total = sum(seconds.values())
+    if total <= 0:
+        return {}
+    ranked = sorted(seconds.items(), key=lambda kv: -kv[1])
+    return {k: round(v / total, 4) for k, v in ranked}
+
+
+def stage_shares(seconds: Mapping[str, float]) -> str:
+    """Which stage bounds a job, e.g. ``decode 61%, encode 22%, read 9%, write 4%, transform 4%``."""
+    fractions = stage_fractions(seconds)
+    if not fractions:
+        return "n/a (no shard was built)"
+    return ", ".join(f"{k} {100 * v:.0f}%" for k, v in fractions.items())
+
+
 class Progress:
-    """Images done of ``total``, images/s, ETA, shards done/reused/failed and skipped samples.
+    """Images done of ``total``, images/s, ETA, shards done/reused/failed, skipped samples, and
+    the stage shares of the shards finished so far (summed over workers).
 
     ``mode``: ``bar`` (tqdm), ``log`` (a line every ``interval`` seconds), ``none``,
     or ``auto`` (bar on a TTY, log lines otherwise).
@@ -35,6 +53,7 @@ class Progress:
         self._start = time.monotonic()
         self._base = 0          # images reused from earlier runs: not counted in the rate
         self._last_line = self._start
+        self.stage_seconds: dict[str, float] = {}
         self._bar = None
         if mode == "bar":
             from tqdm import tqdm
@@ -52,22 +71,26 @@ class Progress:
         self._base += images
         self.update(self.done + images, self.shards_done + shards, self.skipped)
 
+    def add_stage_seconds(self, seconds: Mapping[str, float]) -> None:
+        """Add the per-stage seconds of one finished shard."""
+        for k, v in seconds.items():
+            self.stage_seconds[k] = self.stage_seconds.get(k, 0.0) + v
+
     def update(self, done: int, shards_done: int, skipped: int, failed: int = 0) -> None:
         done = min(done, self.total)
         if self._bar is not None:
             self._bar.update(done - self.done)
-            self._bar.set_postfix_str(self._postfix(shards_done, skipped, failed), refresh=False)
+            text = self._postfix(shards_done, skipped, failed)
+            top = next(iter(stage_fractions(self.stage_seconds).items()), None)
+            if top is not None:   # the stage that bounds the job so far
+                text += f" | {top[0]} {100 * top[1]:.0f}%"
+            self._bar.set_postfix_str(text, refresh=False)
         self.done, self.shards_done, self.skipped, self.failed = done, shards_done, skipped, failed
         if self.mode == "log" and time.monotonic() - self._last_line >= self.interval:
             self._line()
 
     def _postfix(self, shards_done: int, skipped: int, failed: int) -> str:
-        text = f"shards {shards_done}/{self.shards}"
-        if self.reused:
-            text += f" reused {self.reused}"
-        if failed:
-            text += f" failed {failed}"
-        return text + f" skipped {skipped}"
+        return f"shards {shards_done}/{self.shards} reused {self.reused} failed {failed} skipped {skipped}"
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self._start
@@ -79,8 +102,9 @@ class Progress:
         remaining = self.total - self.done
         eta = _duration(remaining / rate) if rate > 0 else "?"
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        log.info("progress %d/%d images (%.1f%%) %.1f img/s ETA %s %s", self.done, self.total, pct, rate, eta,
-                 self._postfix(self.shards_done, self.skipped, self.failed))
+        stages = f" stages {stage_shares(self.stage_seconds)}" if self.stage_seconds else ""
+        log.info("progress %d/%d images (%.1f%%) %.1f img/s ETA %s %s%s", self.done, self.total, pct, rate, eta,
+                 self._postfix(self.shards_done, self.skipped, self.failed), stages)
 
     def close(self) -> None:
         if self._bar is not None:

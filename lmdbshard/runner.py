@@ -80,6 +80,9 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
                                           retry_exceptions=False)
     cpus = ray.cluster_resources().get("CPU", 1.0)
     limit = cfg.max_in_flight or max(1, int(2 * cpus / cfg.cpus_per_task))
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    log.info("Ray cluster: %d node(s), %g CPUs; up to %d shard tasks in flight, %g CPU each",
+             nodes, cpus, limit, cfg.cpus_per_task)
     board = _new_board()
     opts_ref = ray.put(opts)
     in_flight: dict[ray.ObjectRef, ShardTask] = {}

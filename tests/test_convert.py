@@ -151,6 +151,10 @@ def test_manifest_is_complete_and_checksums_hold(demo_out):
     assert m["stats"]["images_written"] == 21 and m["stats"]["stage_seconds"]["decode"] > 0
     assert m["num_samples"] == len(tree.files) and m["num_errors"] == 0 and m["errors"] == []
     assert m["classes"] == ["cat", "dog", "zebra"] and m["seed"] == 0 and m["shard_size"] == 5
+    assert m["class_counts"] == [7, 7, 7]
+    shares = m["stats"]["stage_shares"]
+    assert set(shares) == set(m["stats"]["stage_seconds"]) and abs(sum(shares.values()) - 1) < 1e-3
+    assert list(shares.values()) == sorted(shares.values(), reverse=True)   # the bounding stage first
     assert m["config"]["storage"]["encoding"] == "jpeg" and m["config"]["shard_size"] == 5
     assert len(m["shards"]) == 5 and sum(s["count"] for s in m["shards"]) == 21
     for k, s in enumerate(m["shards"]):
@@ -184,6 +188,7 @@ def test_corrupt_files_are_skipped_and_recorded(ray_local, tree, tmp_path):
     m = json.load(open(os.path.join(out, "manifest.json")))
     errors = {e["path"]: e for e in m["errors"]}
     assert set(errors) == set(bad) and m["num_errors"] == 3
+    assert m["class_counts"] == [7, 7, 7]     # 8 planned per class, 1 skipped in each
     assert "empty" in errors["dog/empty.jpg"]["reason"]
     assert "identify" in errors["zebra/text.jpg"]["reason"]
     assert all(isinstance(e["position"], int) and isinstance(e["shard"], int) for e in m["errors"])

@@ -25,7 +25,14 @@ def test_job_converts_and_prints_summary(tmp_path):
     for line in ("images written  12", "images skipped  0", "shards          3 (3 built, 0 reused)",
                  "images/s", f"output          {out}"):
         assert line in proc.stdout
-    assert "progress 12/12 images (100.0%)" in proc.stderr     # not a TTY: plain progress lines
+    # not a TTY: plain progress lines with images, rate, ETA, shards, skips and the stage shares
+    last = [ln for ln in proc.stderr.splitlines() if " progress 12/12 images (100.0%)" in ln][-1]
+    assert "img/s ETA" in last and "shards 3/3 reused 0 failed 0 skipped 0 stages " in last
+    assert all(f"{stage} " in last.split(" stages ")[1] for stage in ("read", "decode", "transform", "encode", "write"))
+    assert "\r" not in proc.stderr and "it/s" not in proc.stderr            # no tqdm bar
+    assert "Ray cluster: 1 node(s), 2 CPUs" in proc.stderr
+    shares = [ln for ln in proc.stdout.splitlines() if ln.startswith("  stage time")][0]
+    assert all(stage in shares for stage in ("read", "decode", "transform", "encode", "write"))
     assert (out / "manifest.json").exists()
 
 

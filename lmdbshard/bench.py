@@ -1,0 +1,110 @@
+"""``lmdbshard bench-read``: sequential and random read throughput of one dataset, on this machine.
+
+Four passes in one process, each on a freshly opened dataset (so opening the
+shards is part of the cost): stored bytes in index order, stored bytes in random
+order, then the same two orders decoded into arrays as ``ds[i]`` returns them.
+Index order is the fast order and, because the samples were shuffled when
+written, it is already a shuffled stream. The page cache is left as it is: the
+first pass reads from disk unless the shards were read recently.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import lmdb
+import numpy as np
+import PIL
+from PIL import features
+
+from .codec import decode_field
+from .dataset import ShardedDataset
+from .errors import ConfigError
+from .format import unpack_record
+from .manifest import load_manifest
+
+
+@dataclass(frozen=True)
+class Pass:
+    order: str             # sequential | random
+    decode: bool
+    samples: int
+    seconds: float
+    bytes: int             # stored record bytes read
+
+    @property
+    def per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        what = f"{self.order} {'read+decode' if self.decode else 'read'}"
+        unit = "images/s" if self.decode else "records/s"
+        return (f"  {what:<22} {self.samples:>7} samples {self.seconds:>8.3f} s {self.per_s:>10.0f} {unit:<9} "
+                f"{self.mb_per_s:>8.1f} MB/s")
+
+
+def _timed_pass(root: str, order: str, indices: Iterable[int], decode: bool, max_seconds: float) -> Pass:
+    t0 = time.perf_counter()
+    n = nbytes = 0
+    with ShardedDataset(root) as ds:
+        for i in indices:
+            value = ds.raw(i)
+            nbytes += len(value)
+            if decode:   # what ds[i] does
+                decode_field(unpack_record(value).fields[ds.field])
+            else:
+                bytes(value)   # the copy a consumer outside the read transaction makes
+            n += 1
+            if time.perf_counter() - t0 > max_seconds:
+                break
+    return Pass(order, decode, n, time.perf_counter() - t0, nbytes)
+
+
+def bench_read(root: str, n: int = 2000, seed: int = 0, max_seconds: float = 10.0) -> list[Pass]:
+    """Run the four passes over up to ``n`` samples each, each stopped after ``max_seconds``."""
+    if n <= 0:
+        raise ConfigError(f"--n must be a positive number of samples, got {n}")
+    if max_seconds <= 0:
+        raise ConfigError(f"--max-seconds must be > 0, got {max_seconds}")
+    total = len(ShardedDataset(root))
+    if total == 0:
+        raise ConfigError(f"{root!r} holds no samples; nothing to read")
+    k = min(n, total)
+    rng = np.random.default_rng(seed)
+    random_order = rng.choice(total, size=k, replace=False).tolist()
+    passes = []
+    for decode in (False, True):
+        passes.append(_timed_pass(root, "sequential", range(k), decode, max_seconds))
+        passes.append(_timed_pass(root, "random", random_order, decode, max_seconds))
+    return passes
+
+
+def environment() -> dict:
+    return {"cpus": os.cpu_count(), "lmdb": lmdb.__version__, "pillow": PIL.__version__,
+            "libjpeg_turbo": bool(features.check_feature("libjpeg_turbo"))}
+
+
+def report(root: str, passes: list[Pass]) -> str:
+    m = load_manifest(root)
+    size = sum(s.bytes for s in m.shards)
+    enc = ", ".join(f["encoding"] for f in m.data.get("fields", []))
+    env = environment()
+    lines = [f"bench-read {root}: {m.num_samples} samples in {len(m.shards)} shards ({size / 1e6:.1f} MB, {enc}); "
+             f"1 process on {env['cpus']} CPUs, lmdb {env['lmdb']}, Pillow {env['pillow']} "
+             f"(libjpeg-turbo: {env['libjpeg_turbo']})"]
+    lines += [p.line() for p in passes]
+    lines.append("  (sequential = index order, already shuffled; the first pass may read from disk, "
+                 "later ones from the page cache)")
+    return "\n".join(lines)
+
+
+def as_json(root: str, passes: list[Pass]) -> dict:
+    return {"root": root, "environment": environment(),
+            "passes": [asdict(p) | {"per_s": round(p.per_s, 1), "mb_per_s": round(p.mb_per_s, 2)} for p in passes]}
