@@ -20,7 +20,7 @@ from lmdbshard.manifest import build_manifest
 from conftest import job, make_tree
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "lmdbshard")
-COMMANDS = ["info", "len", "preview", "stats", "bench-read"]
+COMMANDS = ["verify", "info", "len", "preview", "stats", "bench-read"]
 
 
 def cli(*args, check_ok=True):
