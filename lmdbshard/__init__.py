@@ -2,7 +2,9 @@
 
 __version__ = "0.1.0"
 
-from .config import ConvertConfig, RayConfig, SourceConfig, StorageConfig, TransformConfig, parse_config  # noqa: E402
+from .config import (  # noqa: E402
+    AugmentConfig, AugmentOp, ConvertConfig, RayConfig, SourceConfig, StorageConfig, TransformConfig, parse_config,
+)
 from .dataset import ShardedDataset  # noqa: E402
 from .errors import (  # noqa: E402
     ClassMismatchError, ConfigError, DiskFullError, FormatError, FormatVersionError, JobFailedError, LmdbshardError,
@@ -12,10 +14,18 @@ from .sampler import ShardSampler  # noqa: E402
 from .verify import verify  # noqa: E402
 
 
-def convert(cfg: "ConvertConfig"):
-    """Convert ``cfg.source`` into ``cfg.out``; see :func:`lmdbshard.coordinator.convert`. Imports Ray lazily."""
+def convert(cfg: "ConvertConfig", *, temporary: bool = False, dataset: object = None):
+    """Convert ``cfg.source`` into ``cfg.out``; see :func:`lmdbshard.coordinator.convert`. Imports Ray lazily.
+
+    ``temporary=True`` converts into a fresh temporary folder and returns a
+    :class:`~lmdbshard.temporary.TemporaryDataset`, a context manager that removes it when closed.
+    ``dataset``: an in-memory indexable dataset for ``source.kind=python`` (pickled once for the workers).
+    """
+    if temporary:
+        from .temporary import convert_temporary
+        return convert_temporary(cfg, dataset)
     from .coordinator import convert as _convert
-    return _convert(cfg)
+    return _convert(cfg, dataset)
 
 
 def ray_dataset(roots, **kwargs):
@@ -35,7 +45,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "ConvertConfig", "SourceConfig", "TransformConfig", "StorageConfig", "RayConfig", "parse_config",
+    "ConvertConfig", "SourceConfig", "TransformConfig", "AugmentConfig", "AugmentOp", "StorageConfig", "RayConfig",
+    "parse_config",
     "ShardedDataset", "ShardSampler", "ShardStream", "convert", "verify", "ray_dataset", "LmdbshardError",
     "ConfigError", "SourceError", "PlanMismatchError", "FormatError", "FormatVersionError", "ClassMismatchError",
     "ResumeError", "SampleError", "ShardError", "DiskFullError", "JobFailedError", "__version__",

@@ -21,14 +21,16 @@ from PIL import features
 from . import __version__
 from .config import ConvertConfig
 from .errors import ConfigError, JobFailedError
-from .listing import Listing, list_imagefolder
+from .listing import Listing
 from .atomic import write_json_atomic
-from .manifest import build_manifest, class_counts
+from .manifest import DATUM_FORMAT, RECORD_FORMAT, build_manifest, class_counts
 from .output import OutputDir, identity_hash
 from .plan import Plan, make_plan
 from .progress import Progress, stage_fractions, stage_shares
 from .runner import ray_session, run_shards
 from .shard import STAGES, ShardItem, ShardTask, WriteOptions
+from .sources import list_source
+from .sources.python import PythonSource, python_source
 
 log = logging.getLogger("lmdbshard")
 
@@ -48,6 +50,7 @@ class ConvertResult:
     images_per_s: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    passthrough: int = 0   # records that store their source file's bytes unchanged
 
     def stage_shares(self) -> str:
         """e.g. ``decode 61%, encode 22%, read 5%, write 4%`` (summed over workers)."""
@@ -66,6 +69,8 @@ class ConvertResult:
             f"  wall time       {self.wall_s:.1f} s (of which Ray start-up {self.ray_startup_s:.1f} s)",
             f"  throughput      {self.images_per_s:.1f} images/s (built shards, Ray start-up excluded)",
             f"  stage time      {self.stage_shares()}",
+            *([f"  passthrough     {self.passthrough} of {self.images_written} stored as their source file's bytes "
+               "(they already fit; the rest were re-encoded)"] if self.passthrough else []),
             f"  output          {self.out}",
         ]
         lines += [f"  warning         {w}" for w in self.warnings[:10]]
@@ -74,13 +79,47 @@ class ConvertResult:
         return "\n".join(lines)
 
 
-def _tasks(plan: Plan, listing: Listing, todo: list[int]) -> Iterator[ShardTask]:
+def _tasks(plan: Plan, listing: Listing, todo: list[int], python: PythonSource | None) -> Iterator[ShardTask]:
     """Shard tasks built one at a time, so the driver never holds every item at once."""
+    masks = listing.mask_paths
+    root = listing.root if python is not None else os.path.abspath(listing.root)
     for k in todo:
         sources, rounds = plan.shard_items(k)
-        items = tuple(ShardItem(int(s), int(r), listing.paths[s], listing.labels[s])
+        items = tuple(ShardItem(s, r, listing.paths[s], listing.labels[s], masks[s] if masks else None)
                       for s, r in zip(sources.tolist(), rounds.tolist()))
-        yield ShardTask(k, plan.shard_range(k)[0], os.path.abspath(listing.root), items)
+        yield ShardTask(k, plan.shard_range(k)[0], root, items, python)
+
+
+def _fields(cfg: ConvertConfig, reports) -> list[dict]:
+    """The manifest's ``fields``: what every record holds."""
+    st = cfg.storage
+    has_mask = any(r.get("masks", 0) for r in reports)
+    if st.encoding == "caffe_datum":
+        image = {"name": "image", "encoding": "caffe_datum", "dtype": "uint8", "layout": "CHW",
+                 "channel_order": "BGR", "datum_encoded": st.datum_encoded}
+        mask = {"name": "mask", "encoding": "caffe_datum", "dtype": "uint8", "layout": "CHW", "database": "label"}
+        return [image, mask] if has_mask else [image]
+    image = {"name": "image", "encoding": st.encoding, "dtype": "uint8", "layout": st.layout if st.encoding == "raw" else "HWC"}
+    if st.encoding == "passthrough":
+        image["fallback"] = "jpeg (png for PNG sources) when the source does not fit"
+    mask = {"name": "mask", "encoding": st.mask_encoding, "dtype": "uint8", "layout": "none"}
+    return [image, mask] if has_mask else [image]
+
+
+def _record_format(cfg: ConvertConfig) -> str:
+    return DATUM_FORMAT if cfg.storage.encoding == "caffe_datum" else RECORD_FORMAT
+
+
+def _class_counts(listing: Listing, rounds: int, reports: list[dict]) -> list[int]:
+    """Records per class; python sources learn their labels in the tasks, so their reports count them."""
+    if listing.kind != "python":
+        return class_counts(listing.labels, len(listing.classes), rounds, reports)
+    counts = [0] * len(listing.classes)
+    for r in reports:
+        for label, n in r.get("label_counts", {}).items():
+            if 0 <= int(label) < len(counts):
+                counts[int(label)] += n
+    return counts
 
 
 def _stage_seconds(reports) -> dict[str, float]:
@@ -89,13 +128,24 @@ def _stage_seconds(reports) -> dict[str, float]:
     return {s: round(sum(r["seconds"].get(s, 0.0) for r in reports), 3) for s in STAGES}
 
 
-def convert(cfg: ConvertConfig) -> ConvertResult:
-    """Run a conversion job to completion; raises before any work on a bad config or plan mismatch."""
+def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
+    """Run a conversion job to completion; raises before any work on a bad config or plan mismatch.
+    ``dataset``: an in-memory dataset object for ``source.kind=python`` instead of ``source.target``."""
     t0 = time.monotonic()
+    python = None
+    if dataset is not None:
+        if cfg.source.kind != "python" or cfg.source.target not in (None, "", "???"):
+            raise ConfigError("a dataset object needs source.kind=python and no source.target; "
+                              "pass one or the other")
+        name = f"<object {type(dataset).__module__}.{type(dataset).__qualname__}>"
+        cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, target=name))
+        python = python_source(cfg.source, dataset)
     cfg.validate()
     out = os.path.abspath(os.path.expanduser(cfg.out))
-    listing = list_imagefolder(os.path.expanduser(cfg.source.root), cfg.source.extensions)
-    plan = make_plan(len(listing), cfg.seed, cfg.shard_size)
+    if cfg.source.kind == "python" and python is None:
+        python = python_source(cfg.source)
+    listing = list_source(cfg.source, dataset)
+    plan = make_plan(len(listing), cfg.seed, cfg.shard_size, cfg.augment.rounds)
     outside = sorted(k for k in cfg.rebuild or () if k >= plan.num_shards)
     if outside:
         raise ConfigError(f"rebuild names shard {outside[0]}, but the plan has {plan.num_shards} shards "
@@ -109,7 +159,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
         log.warning("%s", w)
 
     t_check = time.monotonic()
-    reports, notes = output.complete_shards(plan, cfg.resume_check, cfg.rebuild or ())
+    reports, notes = output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), _record_format(cfg))
     todo = [k for k in range(plan.num_shards) if k not in reports]
     reused = len(reports)
     if reused:
@@ -119,7 +169,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
         log.warning("%s", note)
 
     opts = WriteOptions(out=out, transform=cfg.transform, storage=cfg.storage, on_error=cfg.on_error,
-                        scratch_dir=cfg.scratch_dir)
+                        scratch_dir=cfg.scratch_dir, augment=cfg.augment, seed=cfg.seed)
 
     def record(report) -> None:
         output.save_report(report)
@@ -135,7 +185,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
             with ray_session(cfg.ray) as ray_s:
                 t_run = time.monotonic()
                 progress.restart_clock()
-                failures = run_shards(_tasks(plan, listing, todo), opts, cfg.ray, progress, record)
+                failures = run_shards(_tasks(plan, listing, todo, python), opts, cfg.ray, progress, record)
             if failures:
                 first = failures[0]
                 raise JobFailedError(
@@ -149,13 +199,14 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     skipped = sum(len(r["errors"]) for r in reports.values())
     stage_seconds = _stage_seconds(built)
     built_images = sum(r["planned"] for r in built)
+    passthrough = sum(r.get("passthrough", 0) for r in reports.values())
     wall = time.monotonic() - t0
     result = ConvertResult(
         out=out, source=os.path.abspath(listing.root), images_written=written, images_skipped=skipped,
         shards=plan.num_shards, shards_built=len(built), shards_reused=reused,
         bytes=sum(r["bytes"] for r in reports.values()), wall_s=wall, ray_startup_s=ray_s,
         images_per_s=built_images / run_s if built and run_s > 0 else 0.0,
-        stage_seconds=stage_seconds, warnings=list(listing.warnings))
+        stage_seconds=stage_seconds, warnings=list(listing.warnings), passthrough=passthrough)
 
     if plan.num_samples and skipped / plan.num_samples > cfg.max_error_rate:
         raise JobFailedError(
@@ -169,10 +220,12 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     manifest = build_manifest(
         config=config, identity_hash=identity_hash(identity), seed=cfg.seed, plan_hash=plan.digest(),
         listing_hash=listing.digest(), shard_size=plan.shard_size, classes=listing.classes,
-        class_counts=class_counts(listing.labels, len(listing.classes), plan.rounds, reports.values()),
-        fields=[{"name": "image", "encoding": cfg.storage.encoding, "dtype": "uint8", "layout": "HWC"}],
-        reports=list(reports.values()), warnings=listing.warnings, library_version=__version__,
+        class_counts=_class_counts(listing, plan.rounds, list(reports.values())),
+        fields=_fields(cfg, reports.values()), reports=list(reports.values()), warnings=listing.warnings,
+        library_version=__version__, rounds=plan.rounds, source_kind=listing.kind,
+        record_format=_record_format(cfg),
         stats={"images_written": written, "images_skipped": skipped, "bytes": result.bytes,
+               "passthrough": passthrough,
                "stage_seconds": all_stages, "stage_shares": stage_fractions(all_stages),
                "last_run": {"wall_s": round(wall, 3), "ray_startup_s": round(ray_s, 3),
                             "images_per_s": round(result.images_per_s, 2), "shards_built": len(built),

@@ -19,10 +19,11 @@ import lmdb
 
 from .classes import combine_classes
 from .codec import decode_field
+from .datum import datum_array, decode_datum
 from .envs import registry
 from .errors import FormatError
 from .format import Field, encode_key, unpack_record
-from .manifest import load_manifest
+from .manifest import DATUM_FORMAT, load_manifest
 
 PathLike = str | os.PathLike
 
@@ -74,6 +75,8 @@ class ShardedDataset:
         self._first_keys: list[int] = []
         self._ends: list[int] = []     # cumulative counts: shard k holds [ends[k-1], ends[k])
         self._map_of: list[int] = []   # shard k's labels go through _label_maps[_map_of[k]]
+        self._datum: list[bool] = []   # shard k holds Caffe Datum values (record_format caffe_datum)
+        self._companions: list[Optional[str]] = []   # shard k's dual LMDB (Datum masks), same keys
         total = 0
         for j, m in enumerate(manifests):
             for entry in m.shards:
@@ -84,6 +87,8 @@ class ShardedDataset:
                 self._first_keys.append(entry.first_key)
                 self._ends.append(total)
                 self._map_of.append(j)
+                self._datum.append(m.record_format == DATUM_FORMAT)
+                self._companions.append(m.label_path(entry))
         self._len = total
         self._pid = os.getpid()
         self._txns: dict[int, lmdb.Transaction] = {}
@@ -112,12 +117,19 @@ class ShardedDataset:
         return self._get(*self.locate(index))
 
     def record(self, index: int):
-        """The parsed record of sample ``index`` with every field, its stored label, source index and round."""
-        return unpack_record(bytes(self.raw(index)))
+        """The parsed record of sample ``index`` with every field, its stored label, source index and round.
+        A Caffe Datum reads as a record whose fields are the Datum's data (CHW, BGR) and the dual LMDB's mask."""
+        k, offset = self.locate(index)
+        value = bytes(self._get(k, offset))
+        if self._datum[k]:
+            from .datum import datum_record
+            companion = self._companion(k, offset)
+            return datum_record(value, None if companion is None else bytes(companion))
+        return unpack_record(value)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         k, offset = self.locate(index)
-        return self._sample(self._get(k, offset), k)
+        return self._sample(self._get(k, offset), k, offset)
 
     def read_shard(self, k: int, start: int = 0, stop: Optional[int] = None) -> Iterator[tuple[Any, Any]]:
         """Samples ``start..stop-1`` of shard ``k``, read with one cursor in key order: the fast path.
@@ -135,7 +147,7 @@ class ShardedDataset:
             raise self._damaged(k, start)
         n = 0
         for value in islice(cursor.iternext(keys=False, values=True), stop - start):
-            yield self._sample(value, k)
+            yield self._sample(value, k, start + n)
             n += 1
         if n != stop - start:
             raise self._damaged(k, start + n)
@@ -160,19 +172,24 @@ class ShardedDataset:
         new._ends = self._ends + [e + self._len for e in other._ends]
         new._label_maps = self._label_maps + other._label_maps
         new._map_of = self._map_of + [j + len(self._label_maps) for j in other._map_of]
+        new._datum = self._datum + other._datum
+        new._companions = self._companions + other._companions
         new._len = self._len + other._len
         return new
 
     # ------------------------------------------------------------ samples
-    def _sample(self, value, k: int) -> tuple[Any, Any]:
-        rec = unpack_record(value)
-        if self.fields is None:
-            sample = self._value(rec.fields, self.field)
-        elif self.fields == "all":
-            sample = {name: self._value(rec.fields, name) for name in rec.fields}
+    def _sample(self, value, k: int, offset: int) -> tuple[Any, Any]:
+        if self._datum[k]:
+            fields, label = self._datum_fields(value, k, offset)
         else:
-            sample = tuple(self._value(rec.fields, name) for name in self.fields)
-        label = rec.label
+            rec = unpack_record(value)
+            fields, label = rec.fields, rec.label
+        if self.fields is None:
+            sample = self._value(fields, self.field)
+        elif self.fields == "all":
+            sample = {name: self._value(fields, name) for name in fields}
+        else:
+            sample = tuple(self._value(fields, name) for name in self.fields)
         label_map = self._label_maps[self._map_of[k]]
         if label_map is not None and label >= 0:
             label = label_map[label]
@@ -182,10 +199,22 @@ class ShardedDataset:
             label = self.target_transform(label)
         return sample, label
 
-    def _value(self, fields: dict[str, Field], name: str) -> Any:
+    def _datum_fields(self, value, k: int, offset: int) -> tuple[dict[str, Any], int]:
+        """name -> serialized Datum (``image``; ``mask`` from the dual LMDB), and the label."""
+        fields = {"image": value}
+        companion = self._companion(k, offset)
+        if companion is not None:
+            fields["mask"] = companion
+        return fields, decode_datum(value).label
+
+    def _value(self, fields: dict[str, Any], name: str) -> Any:
         fld = fields.get(name)
         if fld is None:
             raise FormatError(f"record has no field {name!r} (it has {sorted(fields)}); pick one with field=/fields=")
+        if not isinstance(fld, Field):   # a Caffe Datum: decoded to HWC RGB (HxW for one channel)
+            if self.decode:
+                return datum_array(decode_datum(fld), copy=self.copy)
+            return bytes(fld) if self.copy else fld
         if self.decode:
             return decode_field(fld, copy=self.copy)
         return bytes(fld.payload) if self.copy else fld.payload
@@ -208,6 +237,22 @@ class ShardedDataset:
             raise self._damaged(k, offset)
         return value
 
+    def _companion(self, k: int, offset: int) -> Optional[memoryview]:
+        """The dual LMDB's value under sample ``offset``'s key, or None when shard ``k`` has no companion."""
+        path = self._companions[k]
+        if path is None:
+            return None
+        if self._pid != os.getpid():
+            self._txns, self._pid = {}, os.getpid()
+        txn = self._txns.get(("label", k))
+        if txn is None:
+            txn = self._txns[("label", k)] = registry().acquire(path)
+        value = txn.get(encode_key(self._first_keys[k] + offset))
+        if value is None:
+            raise FormatError(f"{path}: key {self._first_keys[k] + offset} is missing from the dual LMDB; "
+                              "rerun the conversion with rebuild=[...] naming this shard")
+        return value
+
     def _damaged(self, k: int, offset: int) -> FormatError:
         return FormatError(f"{self._paths[k]}: key {self._first_keys[k] + offset} is missing: the shard "
                            "was damaged or replaced; delete it and rerun the conversion to rebuild it")
@@ -218,7 +263,7 @@ class ShardedDataset:
         if self._pid == os.getpid():
             envs = registry()
             for k in self._txns:
-                envs.release(self._paths[k])
+                envs.release(self._companions[k[1]] if isinstance(k, tuple) else self._paths[k])
         self._txns = {}
 
     def __del__(self) -> None:

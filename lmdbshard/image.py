@@ -90,3 +90,4 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     elif img.mode == "F":
         img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
     return img.convert("RGB") if img.mode != "RGB" else img
+to_rgb = _to_rgb   # the public name: the write pipeline and the passthrough reader convert as sources are

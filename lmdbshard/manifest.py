@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from .errors import FormatError, FormatVersionError
 from .format import FORMAT_VERSION, KEY_WIDTH, MANIFEST_NAME
 
 FORMAT_NAME = "lmdbshard"
 RECORD_FORMAT = "lmdbshard-record"
+#: Every value is a serialized Caffe Datum (see datum.py); masks live in the dual ``*-label.lmdb``.
+DATUM_FORMAT = "caffe_datum"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class ShardEntry:
     count: int
     bytes: int
     sha256: str
+    label_file: Optional[str] = None    # the dual LMDB of Datum mode with masks: same keys
+    label_bytes: int = 0
+    label_sha256: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -41,21 +46,31 @@ class Manifest:
     def shard_path(self, entry: ShardEntry) -> str:
         return os.path.join(self.root, entry.file)
 
+    def label_path(self, entry: ShardEntry) -> Optional[str]:
+        return None if entry.label_file is None else os.path.join(self.root, entry.label_file)
+
+    @property
+    def record_format(self) -> str:
+        return self.data.get("record_format", RECORD_FORMAT)
+
 
 def class_counts(labels: list[int], num_classes: int, rounds: int, reports) -> list[int]:
     """Records stored per class: every planned sample of the class, less the skipped ones."""
     counts = [0] * num_classes
     for label in labels:
-        counts[label] += rounds
+        if label >= 0:
+            counts[label] += rounds
     for r in reports:
         for e in r["errors"]:
-            counts[labels[e["source_index"]]] -= 1
+            if labels[e["source_index"]] >= 0:
+                counts[labels[e["source_index"]]] -= 1
     return counts
 
 
 def build_manifest(*, config: dict, identity_hash: str, seed: int, plan_hash: str, listing_hash: str,
                    shard_size: int, classes: list[str], class_counts: list[int], fields: list[dict],
-                   reports: list[dict], warnings: list[str], stats: dict, library_version: str) -> dict:
+                   reports: list[dict], warnings: list[str], stats: dict, library_version: str, rounds: int = 1,
+                   source_kind: str = "imagefolder", record_format: str = RECORD_FORMAT) -> dict:
     """The manifest document from the shard reports (sorted by shard index)."""
     reports = sorted(reports, key=lambda r: r["index"])
     errors = [dict(e, shard=r["index"]) for r in reports for e in r["errors"]]
@@ -63,10 +78,12 @@ def build_manifest(*, config: dict, identity_hash: str, seed: int, plan_hash: st
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "lmdbshard_version": library_version,
-        "record_format": RECORD_FORMAT,
+        "record_format": record_format,
         "key_width": KEY_WIDTH,
         "seed": seed,
         "shard_size": shard_size,
+        "rounds": rounds,
+        "source_kind": source_kind,
         "plan_sha256": plan_hash,
         "listing_sha256": listing_hash,
         "identity_sha256": identity_hash,   # of the output-deciding settings, as in plan.json
@@ -77,11 +94,18 @@ def build_manifest(*, config: dict, identity_hash: str, seed: int, plan_hash: st
         "classes": classes,
         "class_counts": class_counts,
         "fields": fields,
-        "shards": [{k: r[k] for k in ("index", "file", "first_key", "count", "bytes", "sha256")} for r in reports],
+        "shards": [_shard_entry(r) for r in reports],
         "errors": errors,
         "warnings": warnings,
         "stats": stats,
     }
+
+
+def _shard_entry(r: dict) -> dict:
+    entry = {k: r[k] for k in ("index", "file", "first_key", "count", "bytes", "sha256")}
+    if r.get("label_file"):
+        entry.update({k: r[k] for k in ("label_file", "label_bytes", "label_sha256")})
+    return entry
 
 
 def load_manifest(root: str) -> Manifest:
@@ -102,13 +126,18 @@ def load_manifest(root: str) -> Manifest:
         raise FormatError(f"{path} has no integer format_version")
     if version > FORMAT_VERSION:
         raise FormatVersionError(path, version, FORMAT_VERSION)
+    if data.get("record_format", RECORD_FORMAT) not in (RECORD_FORMAT, DATUM_FORMAT):
+        raise FormatError(f"{path} has record_format {data.get('record_format')!r}, which this lmdbshard does not "
+                          "know; upgrade lmdbshard to read it")
     real_root = os.path.realpath(root)
     shards = []
     for s in data["shards"]:
         entry = ShardEntry(int(s["index"]), str(s["file"]), int(s["first_key"]), int(s["count"]),
-                           int(s["bytes"]), str(s["sha256"]))
-        target = os.path.realpath(os.path.join(root, entry.file))
-        if os.path.isabs(entry.file) or os.path.commonpath([real_root, target]) != real_root:
-            raise FormatError(f"{path}: shard file {entry.file!r} escapes the dataset root; refusing to read it")
+                           int(s["bytes"]), str(s["sha256"]), s.get("label_file"), int(s.get("label_bytes", 0)),
+                           s.get("label_sha256"))
+        for file in filter(None, (entry.file, entry.label_file)):
+            target = os.path.realpath(os.path.join(root, file))
+            if os.path.isabs(file) or os.path.commonpath([real_root, target]) != real_root:
+                raise FormatError(f"{path}: shard file {file!r} escapes the dataset root; refusing to read it")
         shards.append(entry)
     return Manifest(root, version, list(data["classes"]), int(data["num_samples"]), shards, data)

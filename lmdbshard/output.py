@@ -25,6 +25,7 @@ from .config import ConvertConfig
 from .errors import ConfigError, FormatVersionError, PlanMismatchError
 from .format import FORMAT_VERSION, MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, shard_filename
 from .listing import Listing
+from .manifest import RECORD_FORMAT
 from .atomic import remove_quietly, write_json_atomic
 from .plan import Plan
 from .shard import ShardReport
@@ -89,9 +90,14 @@ class OutputDir:
             "rounds": plan.rounds,
             "num_sources": plan.num_sources,
             "num_shards": plan.num_shards,
-            "source_root": os.path.abspath(listing.root),
+            "source_kind": listing.kind,
+            "source_root": listing.root if listing.kind == "python" else os.path.abspath(listing.root),
             "classes": listing.classes,
-            "sources": [[p, lbl] for p, lbl in zip(listing.paths, listing.labels)],
+            # [path, label] per source index ([path, label, mask] for paired sources); a python source
+            # has no files: its items are target[0..num_sources-1]
+            "sources": None if listing.kind == "python" else [
+                [p, lbl, *([listing.mask_paths[i]] if listing.mask_paths else [])]
+                for i, (p, lbl) in enumerate(zip(listing.paths, listing.labels))],
         }
 
     def load_plan_document(self) -> dict:
@@ -108,7 +114,10 @@ class OutputDir:
         if changed:
             raise PlanMismatchError(f"{self.root!r} was converted with other settings: {'; '.join(changed)}; {fix}")
         if saved["listing_sha256"] != listing.digest():
-            old = {p: lbl for p, lbl in saved["sources"]}
+            if saved.get("sources") is None or listing.kind == "python":
+                raise PlanMismatchError(f"the python source changed since {self.root!r} was planned (its target, "
+                                        f"arguments or length differ); {fix}")
+            old = {s[0]: s[1] for s in saved["sources"]}
             new = dict(zip(listing.paths, listing.labels))
             added = sorted(set(new) - set(old))
             removed = sorted(set(old) - set(new))
@@ -149,10 +158,16 @@ class OutputDir:
             return None
         if report.get("index") != index or report.get("planned") != planned or report.get("bytes") != size:
             return None
+        if report.get("label_file"):
+            try:
+                if os.path.getsize(os.path.join(self.root, report["label_file"])) != report.get("label_bytes"):
+                    return None
+            except OSError:
+                return None
         return report
 
-    def complete_shards(self, plan: Plan, check: str = "checksum", rebuild: Iterable[int] = ()
-                        ) -> tuple[dict[int, dict], list[str]]:
+    def complete_shards(self, plan: Plan, check: str = "checksum", rebuild: Iterable[int] = (),
+                        record_format: str = RECORD_FORMAT) -> tuple[dict[int, dict], list[str]]:
         """Reports of the shards a rerun may keep, and why others are redone.
 
         A shard is kept when its report and file are there and, unless ``check`` is
@@ -168,8 +183,11 @@ class OutputDir:
                 kept[k] = report
         notes = [f"shard {k} is rebuilt on request (rebuild=...)" for k in sorted(rebuild)]
         if check != "size" and kept:
-            expectations = [ShardExpectation(k, self.shard_path(k), r["first_key"], r["count"], r["sha256"])
-                            for k, r in kept.items()]
+            expectations = [ShardExpectation(k, self.shard_path(k), r["first_key"], r["count"], r["sha256"],
+                                             record_format) for k, r in kept.items()]
+            expectations += [ShardExpectation(k, os.path.join(self.root, r["label_file"]), r["first_key"], r["count"],
+                                              r["label_sha256"], record_format)
+                             for k, r in kept.items() if r.get("label_file")]
             _, problems = check_shards(expectations, decode=check == "full")
             for p in problems:
                 if kept.pop(p.shard, None) is not None:

@@ -18,8 +18,9 @@ import lmdb
 from .codec import decode_field
 from .envs import open_shard
 from .errors import FormatError, ShardError
+from .datum import datum_array, decode_datum
 from .format import RecordHasher, encode_key, record_crc, unpack_record
-from .manifest import load_manifest
+from .manifest import RECORD_FORMAT, load_manifest
 
 MAX_PROBLEMS_PER_SHARD = 20
 
@@ -33,6 +34,7 @@ class ShardExpectation:
     first_key: int
     count: int
     sha256: str
+    record_format: str = RECORD_FORMAT   # "caffe_datum": every value is a Datum, without a record CRC
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
                 if bytes(key) != expected:
                     problem(key, f"key out of place: expected {expected.decode()} at record {n - 1}")
                     continue
-                problem_text = _check_record(value, decode)
+                problem_text = (_check_record(value, decode) if exp.record_format == RECORD_FORMAT
+                                else _check_datum(value, decode))
                 if problem_text:
                     problem(key, problem_text)
     except lmdb.Error as exc:
@@ -123,6 +126,17 @@ def _check_record(value: memoryview, decode: bool) -> Optional[str]:
     return None
 
 
+def _check_datum(value: memoryview, decode: bool) -> Optional[str]:
+    """Why a Datum value is bad, or None: it parses and (with ``decode``) its image decodes."""
+    try:
+        d = decode_datum(value)
+        if decode:
+            datum_array(d)
+    except (FormatError, OSError, ValueError, SyntaxError) as exc:
+        return f"does not decode: {exc}"
+    return None
+
+
 def check_shards(expectations: Iterable[ShardExpectation], decode: bool = True, workers: Optional[int] = None,
                  on_done: Optional[Callable[[ShardExpectation, list[Problem]], None]] = None
                  ) -> tuple[int, list[Problem]]:
@@ -143,7 +157,10 @@ def verify(root: str, decode: bool = True, workers: Optional[int] = None,
            on_done: Optional[Callable[[ShardExpectation, list[Problem]], None]] = None) -> VerifyResult:
     """Check every shard of a finished dataset against its manifest."""
     m = load_manifest(root)
-    expectations = [ShardExpectation(s.index, m.shard_path(s), s.first_key, s.count, s.sha256) for s in m.shards]
+    expectations = [ShardExpectation(s.index, m.shard_path(s), s.first_key, s.count, s.sha256, m.record_format)
+                    for s in m.shards]
+    companions = [ShardExpectation(s.index, m.label_path(s), s.first_key, s.count, s.label_sha256, m.record_format)
+                  for s in m.shards if s.label_file]   # the dual LMDB of Datum mode: same keys, its own checksum
     problems = []
     ends = [s.first_key + s.count for s in m.shards]
     for prev_end, s in zip([0] + ends, m.shards):
@@ -151,6 +168,7 @@ def verify(root: str, decode: bool = True, workers: Optional[int] = None,
             problems.append(Problem(s.index, None, f"key range starts at {s.first_key}, inside the previous "
                                                    f"shard's range (which ends at {prev_end - 1})"))
     records, found = check_shards(expectations, decode, workers, on_done)
+    found += check_shards(companions, decode, workers)[1]
     problems += found
     if records != m.num_samples and not found:
         problems.append(Problem(None, None, f"manifest says {m.num_samples} samples, shards hold {records}"))

@@ -24,7 +24,7 @@ def test_parse_builds_typed_dataclasses(tmp_path):
     ({"storage": {"qualty": 5}}, r"unknown config key 'storage.qualty'; did you mean storage.quality\?"),
     ({"shard_size": "big"}, r"shard_size must be an integer, got 'big'"),
     ({"shard_size": True}, r"shard_size must be an integer"),
-    ({"storage": {"encoding": "webp"}}, r"storage.encoding must be one of jpeg, png, raw; got 'webp'"),
+    ({"storage": {"encoding": "webp"}}, r"storage.encoding must be one of jpeg, png, raw, passthrough, caffe_datum; got 'webp'"),
     ({"overwrite": "yes"}, r"overwrite must be true or false"),
     ({"source": {"extensions": ".jpg"}}, r"source.extensions must be a list"),
     ({"transform": 5}, r"transform must be a mapping"),
