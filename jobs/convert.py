@@ -1,6 +1,7 @@
 """Hydra entry point: compose conf/<name>.yaml with overrides, build the typed config, convert.
 
     python jobs/convert.py --config-name imagenet source.root=/data/train out=/data/out
+    python jobs/convert.py --config-name imagenet -m split=train,val imagenet.root=/data/imagenet imagenet.out=/data/in1k
 """
 
 import logging
@@ -19,6 +20,7 @@ log = logging.getLogger("lmdbshard")
 def main(cfg: DictConfig) -> None:
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     demo = data.pop("demo", None)
+    data.pop("imagenet", None)   # conf/imagenet.yaml's paths, already interpolated into source and out
     try:
         job = parse_config(data)
         if demo is not None:

@@ -202,7 +202,7 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
     passthrough = sum(r.get("passthrough", 0) for r in reports.values())
     wall = time.monotonic() - t0
     result = ConvertResult(
-        out=out, source=os.path.abspath(listing.root), images_written=written, images_skipped=skipped,
+        out=out, source=listing.root if listing.kind == "python" else os.path.abspath(listing.root), images_written=written, images_skipped=skipped,
         shards=plan.num_shards, shards_built=len(built), shards_reused=reused,
         bytes=sum(r["bytes"] for r in reports.values()), wall_s=wall, ray_startup_s=ray_s,
         images_per_s=built_images / run_s if built and run_s > 0 else 0.0,

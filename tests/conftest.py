@@ -71,10 +71,12 @@ def job(src: str, out: str, **kw) -> ConvertConfig:
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray cluster with 2 CPUs for the whole session (started on first use). ``address="local"``
-    always starts a private one: with no address, Ray joins any cluster already running on the machine."""
+    always starts a private one: with no address, Ray joins any cluster already running on the machine.
+    Workers get this folder on their PYTHONPATH, so the python source tests' datasets import there."""
     import ray
+    path = os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH")]))
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
-             logging_level="WARNING", log_to_driver=False)
+             logging_level="WARNING", log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()
 

@@ -19,6 +19,7 @@ def composed(name, overrides=()):
         cfg = compose(config_name=name, overrides=list(overrides))
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     data.pop("demo", None)
+    data.pop("imagenet", None)
     return data
 
 
@@ -46,3 +47,23 @@ def test_imagenet_defaults():
 def test_demo_is_self_contained():
     cfg = parse_config(composed("demo"))
     assert cfg.source.root == "data/demo" and cfg.out == "out/demo"
+
+
+@pytest.mark.parametrize("split, kind", [("train", "imagefolder"), ("val", "imagenet_val")])
+def test_imagenet_splits_share_one_root(split, kind):
+    cfg = parse_config(composed("imagenet", [f"split={split}", "imagenet.root=/d/in", "imagenet.out=/d/out"]))
+    assert cfg.source.kind == kind and cfg.source.root == f"/d/in/{split}" and cfg.out == f"/d/out/{split}"
+    if split == "val":   # val labels follow the train folders' class indices
+        assert cfg.source.classes_from == "/d/in/train" and cfg.source.labels_file == "/d/in/LOC_val_solution.csv"
+
+
+@pytest.mark.parametrize("group, option", [(g, os.path.basename(p)[:-5]) for g in ("source", "storage", "augment")
+                                           for p in sorted(glob.glob(os.path.join(CONF, g, "*.yaml")))])
+def test_every_group_option_composes_and_parses(group, option):
+    cfg = parse_config(composed("base", [f"{group}={option}"]))
+    if group == "source":
+        assert cfg.source.kind == option
+    elif group == "storage":
+        assert cfg.storage.encoding == option
+    else:
+        assert cfg.augment.rounds >= 1 and all(op.op for op in cfg.augment.ops)

@@ -1,0 +1,43 @@
+"""Small indexable datasets for the python source tests, importable by Ray workers (see conftest)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+
+def pixels(label: int, index: int, size: tuple[int, int]) -> np.ndarray:
+    """Content that follows from (label, index), like conftest.pixels (not imported: workers load this file)."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * 255 // max(1, w - 1)), (yy * 255 // max(1, h - 1)),
+                    np.full_like(xx, (37 * index) % 256)], axis=-1).astype(np.uint8)
+    img[h // 4: h // 2, w // 4: w // 2] = [(80 * label) % 256, 200, 40 + 10 * index % 200]
+    return img
+
+
+class Squares:
+    """``n`` items: (uint8 HxWx3 array, label i % 3), or (PIL image, 2-D mask array) with ``masks``."""
+
+    classes = ["a", "b", "c"]
+
+    def __init__(self, n: int, masks: bool = False):
+        self.n, self.masks = n, masks
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        arr = pixels(i % 3, i, (20 + i % 5, 18 + i % 4))
+        if self.masks:
+            mask = (np.arange(arr.shape[0] * arr.shape[1]).reshape(arr.shape[:2]) % 5).astype(np.uint8)
+            return Image.fromarray(arr), mask
+        return arr, i % 3
+
+
+class Broken:
+    """Fails to build: the error must reach the user in one line."""
+
+    def __init__(self):
+        raise RuntimeError("no data here")
