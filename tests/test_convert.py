@@ -53,7 +53,7 @@ def stored_items(out: str) -> list[tuple[bytes, bytes]]:
 
 def sources(out: str) -> list[str]:
     with open(os.path.join(out, "plan.json")) as f:
-        return [p for p, _ in json.load(f)["sources"]]
+        return [s[0] for s in json.load(f)["sources"]]   # [path, label] or [path, label, mask]
 
 
 def test_every_image_once_with_its_label(demo_out):
