@@ -1,0 +1,120 @@
+"""Caffe Datum mode: values parse with a Datum class built from caffe.proto's field definitions by the
+protobuf library itself, masks go to a dual LMDB with identical keys, and everything reads back."""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+
+import lmdb
+import numpy as np
+import pytest
+from PIL import Image
+
+from lmdbshard import ShardedDataset, SourceConfig, StorageConfig, TransformConfig, convert, verify
+
+from conftest import job, pixels
+from test_convert import reference_rgb, sources
+
+
+@pytest.fixture(scope="module")
+def Datum():
+    """caffe.proto's ``message Datum``, compiled at run time from its field definitions (no protoc)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(name="caffe_datum_test.proto", package="caffe", syntax="proto2")
+    msg = fdp.message_type.add(name="Datum")
+    for name, number, kind in [("channels", 1, F.TYPE_INT32), ("height", 2, F.TYPE_INT32), ("width", 3, F.TYPE_INT32),
+                               ("data", 4, F.TYPE_BYTES), ("label", 5, F.TYPE_INT32)]:
+        msg.field.add(name=name, number=number, type=kind, label=F.LABEL_OPTIONAL)
+    msg.field.add(name="float_data", number=6, type=F.TYPE_FLOAT, label=F.LABEL_REPEATED)
+    msg.field.add(name="encoded", number=7, type=F.TYPE_BOOL, label=F.LABEL_OPTIONAL, default_value="false")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.Datum"))
+
+
+def values(path: str) -> list[tuple[bytes, bytes]]:
+    env = lmdb.open(path, subdir=False, readonly=True, lock=False)
+    with env.begin() as txn:
+        items = [(bytes(k), bytes(v)) for k, v in txn.cursor()]
+    env.close()
+    return items
+
+
+def test_raw_datums_parse_with_protobuf_and_hold_chw_bgr(ray_local, tree, tmp_path, Datum):
+    out = str(tmp_path / "out")
+    convert(job(tree.root, out, storage=StorageConfig(encoding="caffe_datum"), transform=TransformConfig(resize_shorter=20)))
+    m = json.load(open(os.path.join(out, "manifest.json")))
+    assert m["record_format"] == "caffe_datum" and m["fields"][0]["channel_order"] == "BGR"
+    paths = sources(out)
+    stored = [kv for shard in m["shards"] for kv in values(os.path.join(out, shard["file"]))]
+    ds = ShardedDataset(out)
+    for key, value in stored:
+        d = Datum()
+        d.ParseFromString(value)
+        assert d.SerializeToString() == value              # the bytes protobuf itself writes (unknown fields kept)
+        assert d.channels == 3 and not d.encoded and len(d.data) == 3 * d.height * d.width
+        chw_bgr = np.frombuffer(d.data, np.uint8).reshape(3, d.height, d.width)
+        rec = ds.record(int(key))
+        rgb = reference_rgb(os.path.join(tree.root, paths[rec.source_index]), 20)
+        np.testing.assert_array_equal(chw_bgr, rgb[:, :, ::-1].transpose(2, 0, 1))
+        assert d.label == tree.files[paths[rec.source_index]] == rec.label
+        image, label = ds[int(key)]
+        np.testing.assert_array_equal(image, rgb)          # the reader returns HWC RGB, as in every mode
+        assert label == d.label
+    ds.close()
+    assert len(stored) == len(tree.files)
+    assert verify(out).ok
+
+
+def test_encoded_datums_hold_a_jpeg(ray_local, tree, tmp_path, Datum):
+    out = str(tmp_path / "out")
+    convert(job(tree.root, out, storage=StorageConfig(encoding="caffe_datum", datum_encoded=True, quality=95)))
+    ds = ShardedDataset(out)
+    key, value = values(glob.glob(os.path.join(out, "shards", "*.lmdb"))[0])[0]
+    d = Datum()
+    d.ParseFromString(value)
+    assert d.encoded and d.data[:2] == b"\xff\xd8"
+    with Image.open(io.BytesIO(d.data)) as img:
+        np.testing.assert_array_equal(np.asarray(img.convert("RGB")), ds[int(key)][0])
+    assert ds[int(key)][0].shape[2] == 3 and min(ds[int(key)][0].shape[:2]) == 32
+    assert isinstance(ShardedDataset(out, decode=False)[0][0], bytes)
+
+
+def test_masks_go_to_a_dual_lmdb_with_identical_keys(ray_local, tmp_path, Datum):
+    root = tmp_path / "seg"
+    for d in ("images", "masks"):
+        os.makedirs(root / d)
+    want = {}
+    for i in range(7):
+        Image.fromarray(pixels(1, i, (21 + i, 17))).save(root / "images" / f"{i:03d}.png")
+        mask = (np.arange(17 * (21 + i)).reshape(17, 21 + i) % (i + 2)).astype(np.uint8)
+        Image.fromarray(mask).save(root / "masks" / f"{i:03d}.png")
+        want[f"images/{i:03d}.png"] = mask
+    out = str(tmp_path / "out")
+    cfg = job(str(root), out, storage=StorageConfig(encoding="caffe_datum"), transform=TransformConfig())
+    cfg.source = SourceConfig(kind="paired", root=str(root))
+    convert(cfg)
+    m = json.load(open(os.path.join(out, "manifest.json")))
+    assert [f["name"] for f in m["fields"]] == ["image", "mask"]
+    paths = sources(out)
+    with ShardedDataset(out, fields="all") as ds:
+        for i in range(len(ds)):
+            sample, _ = ds[i]
+            np.testing.assert_array_equal(sample["mask"], want[paths[ds.record(i).source_index]])
+    for shard in m["shards"]:
+        images, labels = (values(os.path.join(out, shard[k])) for k in ("file", "label_file"))
+        assert [k for k, _ in images] == [k for k, _ in labels] and len(images) == shard["count"]
+        for _, value in labels:
+            d = Datum()
+            d.ParseFromString(value)
+            assert d.channels == 1 and len(d.data) == d.height * d.width and not d.HasField("label")
+    assert verify(out).ok
+    result = convert(cfg)                                 # a rerun keeps every shard: both files checked
+    assert result.shards_reused == len(m["shards"]) and result.shards_built == 0
+    os.remove(os.path.join(out, m["shards"][0]["label_file"]))
+    assert [p.shard for p in verify(out).problems] == [0]
+    assert convert(cfg).shards_built == 1                  # a missing companion is rebuilt with its shard
