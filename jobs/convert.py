@@ -1,7 +1,7 @@
 """Hydra entry point: compose conf/<name>.yaml with overrides, build the typed config, convert.
 
     python jobs/convert.py --config-name imagenet source.root=/data/train out=/data/out
-    python jobs/convert.py --config-name imagenet -m split=train,val imagenet.root=/data/imagenet imagenet.out=/data/in1k
+    python jobs/convert.py --config-name imagenet -m +split=train,val imagenet.root=/data/imagenet imagenet.out=/data/in1k
 """
 
 import logging

@@ -51,7 +51,7 @@ def test_demo_is_self_contained():
 
 @pytest.mark.parametrize("split, kind", [("train", "imagefolder"), ("val", "imagenet_val")])
 def test_imagenet_splits_share_one_root(split, kind):
-    cfg = parse_config(composed("imagenet", [f"split={split}", "imagenet.root=/d/in", "imagenet.out=/d/out"]))
+    cfg = parse_config(composed("imagenet", [f"+split={split}", "imagenet.root=/d/in", "imagenet.out=/d/out"]))
     assert cfg.source.kind == kind and cfg.source.root == f"/d/in/{split}" and cfg.out == f"/d/out/{split}"
     if split == "val":   # val labels follow the train folders' class indices
         assert cfg.source.classes_from == "/d/in/train" and cfg.source.labels_file == "/d/in/LOC_val_solution.csv"
