@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import lmdb
 import numpy as np
@@ -66,6 +66,31 @@ def measure(step: Callable[[int], object], indices: Iterable[int], max_seconds: 
         if n % CHECK_EVERY == 0 and time.perf_counter() > deadline:
             break
     return n, time.perf_counter() - t0, nbytes
+
+
+def measure_interleaved(steps: Sequence[Callable[[int], object]], indices: Sequence[int], max_seconds: float,
+                        size: Callable[[object], int] = len) -> list[tuple[int, float, int]]:
+    """``measure`` for several steps over the same indices, taking turns chunk by chunk (the first in
+    each turn rotating), so that load from elsewhere on the machine slows each of them alike; stops
+    when their summed time passes ``max_seconds``. One (calls, seconds, bytes) per step.
+
+    Step ``j`` walks the indices rotated by ``j / len(steps)`` of their length, so steps that read the
+    same records never read them straight after one another (the second would find them in CPU cache)."""
+    totals = [[0, 0.0, 0] for _ in steps]
+    shift = len(indices) // max(1, len(steps))
+    orders = [list(indices[j * shift:]) + list(indices[:j * shift]) for j in range(len(steps))]
+    spent = 0.0
+    for c, start in enumerate(range(0, len(indices), CHECK_EVERY)):
+        for j in range(len(steps)):
+            slot = (j + c) % len(steps)
+            n, seconds, nbytes = measure(steps[slot], orders[slot][start:start + CHECK_EVERY], float("inf"), size)
+            totals[slot][0] += n
+            totals[slot][1] += seconds
+            totals[slot][2] += nbytes
+            spent += seconds
+        if spent > max_seconds:
+            break
+    return [tuple(t) for t in totals]
 
 
 def _timed_pass(root: str, order: str, indices: Iterable[int], decode: bool, max_seconds: float) -> Pass:

@@ -108,12 +108,12 @@ def folder2lmdb(paths: Sequence[str], labels: Sequence[int], out: str, transform
 
 
 class BareShards:
-    """The same shard files, opened as a plain LMDB user would: one read-only env and one
-    ordinary (copying) read transaction per shard, index -> (shard, key) by bisection."""
+    """The same shard files read as a plain LMDB user would: one ordinary (copying) read transaction
+    per shard, index -> (shard, key) by bisection. LMDB allows one environment per file per process,
+    so it takes the environments already open (read-only, no lock file, readahead off)."""
 
-    def __init__(self, paths: Sequence[str], first_keys: Sequence[int], ends: Sequence[int]):
-        self.envs = [lmdb.open(p, subdir=False, readonly=True, lock=False, readahead=False) for p in paths]
-        self.txns = [env.begin() for env in self.envs]
+    def __init__(self, envs: Sequence[lmdb.Environment], first_keys: Sequence[int], ends: Sequence[int]):
+        self.txns = [env.begin() for env in envs]
         self.first_keys, self.ends = list(first_keys), list(ends)
 
     def get(self, i: int) -> bytes:
@@ -121,9 +121,8 @@ class BareShards:
         return self.txns[k].get(b"%010d" % (self.first_keys[k] + i - (self.ends[k - 1] if k else 0)))
 
     def close(self) -> None:
-        for txn, env in zip(self.txns, self.envs):
+        for txn in self.txns:
             txn.abort()
-            env.close()
 
 
 def pil_decode(data: bytes) -> np.ndarray:

@@ -69,9 +69,10 @@ class BenchReport:
             "jpeg/ds": ("ds[i], jpeg decoded", "jpeg/bare"),
             "raw/ds": ("ds[i], raw, copy=False (zero-copy)", "imagefolder"),
             "raw/ds-copy": ("ds[i], raw, copy=True", "imagefolder"),
+            "raw/ds-first": ("ds[i], raw, copy=False, first touch", "imagefolder"),
+            "imagefolder": ("ImageFolder-style (open, decode, resize)", "jpeg/ds"),
             "stream/jpeg": ("ShardStream, jpeg decoded", "jpeg/bare"),
             "stream/records": ("ShardStream, decode=False", "get/bare"),
-            "imagefolder": ("ImageFolder-style (open, decode, resize)", "jpeg/ds"),
         }
         for key, (name, vs) in names.items():
             if key not in r.samples:
