@@ -60,7 +60,7 @@ def _warm_ray_workers(n: int) -> None:
 def _lmdbshard_once(base: ConvertConfig, out: str, cpus: int, workers: int) -> float:
     from ..coordinator import convert
     shutil.rmtree(out, ignore_errors=True)
-    cfg = dataclasses.replace(base, out=out, overwrite=False, progress="none",
+    cfg = dataclasses.replace(base, out=out, overwrite=False,
                               ray=dataclasses.replace(base.ray, cpus_per_task=cpus / workers, max_in_flight=None))
     t = time.perf_counter()
     result = convert(cfg)

@@ -40,7 +40,7 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     listing = list_imagefolder(root, base.source.extensions)
     work = os.path.abspath(bench.work)
     os.makedirs(work, exist_ok=True)
-    base = dataclasses.replace(base, source=dataclasses.replace(base.source, root=root), progress="none")
+    base = dataclasses.replace(base, source=dataclasses.replace(base.source, root=root))
     top = max(bench.workers)
     with ray_session(RayConfig(num_cpus=top)) as startup_s:
         conversion = run_conversions(base, listing, work, bench.workers, bench.repeats, bench.folder2lmdb, startup_s)
