@@ -46,9 +46,10 @@ def chain_one(path: str, transform: TransformConfig, quality: int) -> tuple[int,
     return len(data), len(out.getvalue())
 
 
-def _init_chain(transform: TransformConfig, quality: int) -> None:
+def _init_chain(transform: TransformConfig, quality: int, niceness: int) -> None:
     global _chain
     _chain = (transform, quality)
+    os.nice(niceness - os.nice(0))
 
 
 def _chain_task(path: str) -> tuple[int, int]:
@@ -57,12 +58,18 @@ def _chain_task(path: str) -> tuple[int, int]:
 
 class BarePool:
     """``multiprocessing.Pool(processes)`` running the bare chain. Its processes start (spawned, so
-    they never inherit a Ray connection) and import before the clock, as Ray's workers do."""
+    they never inherit a Ray connection) and import before the clock, as Ray's workers do, and run
+    at ``niceness``: Ray runs its workers at 15, and on a machine shared with other work a plain
+    Pool at 0 would win CPU that Ray's workers lose, which is no measure of lmdbshard."""
 
-    def __init__(self, processes: int, transform: TransformConfig, quality: int):
+    def __init__(self, processes: int, transform: TransformConfig, quality: int, niceness: int = 0):
         self.processes = processes
-        self.pool = multiprocessing.get_context("spawn").Pool(processes, _init_chain, (transform, quality))
+        self.pool = multiprocessing.get_context("spawn").Pool(processes, _init_chain, (transform, quality, niceness))
         self.pool.map(_noop, range(processes * 4), chunksize=1)
+
+    def folder2lmdb(self, paths: Sequence[str], labels: Sequence[int], out: str) -> int:
+        """The folder2lmdb recipe in one of this pool's processes (same niceness), timed by the caller."""
+        return self.pool.apply(_folder2lmdb_task, (list(paths), list(labels), out))
 
     def run(self, paths: Sequence[str]) -> int:
         """Transform every path once; returns the source bytes read."""
@@ -76,6 +83,10 @@ class BarePool:
 
 def _noop(_: int) -> None:
     return None
+
+
+def _folder2lmdb_task(paths: list[str], labels: list[int], out: str) -> int:
+    return folder2lmdb(paths, labels, out, *_chain)
 
 
 def folder2lmdb(paths: Sequence[str], labels: Sequence[int], out: str, transform: TransformConfig,

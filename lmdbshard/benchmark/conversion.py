@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..config import ConvertConfig
 from ..listing import Listing
-from .baselines import BarePool, folder2lmdb, source_files
+from .baselines import BarePool, source_files
 
 log = logging.getLogger("lmdbshard")
 
@@ -30,6 +30,7 @@ class ConversionTimes:
     images: int
     source_bytes: int
     ray_startup_s: float
+    niceness: int           # of Ray's workers, and so of the bare loops' processes
     seconds: dict[str, list[float]] = field(default_factory=dict)   # "lmdbshard/2" -> one time per repeat
 
     def add(self, key: str, seconds: float) -> None:
@@ -45,16 +46,17 @@ class ConversionTimes:
         return self.source_bytes / 1e6 / self.median(key)
 
 
-def _warm_ray_workers(n: int) -> None:
-    """Have each Ray worker import the shard writer before the clock starts (as the Pool's do)."""
+def _warm_ray_workers(n: int) -> int:
+    """Have each Ray worker import the shard writer before the clock starts (as the Pool's do);
+    returns the niceness Ray runs its workers at."""
     import ray
 
     @ray.remote(num_cpus=1)
     def _import() -> int:
         from .. import shard   # noqa: F401
-        return os.getpid()
+        return os.nice(0)
 
-    ray.get([_import.remote() for _ in range(2 * n)])
+    return max(ray.get([_import.remote() for _ in range(2 * n)]))
 
 
 def _lmdbshard_once(base: ConvertConfig, out: str, cpus: int, workers: int) -> float:
@@ -78,10 +80,10 @@ def run_conversions(base: ConvertConfig, listing: Listing, work: str, workers: l
     source_bytes = sum(os.path.getsize(p) for p in paths)
     cpus = max(workers)
     quality = base.storage.quality
-    pools = {w: BarePool(w, base.transform, quality) for w in workers}
+    niceness = _warm_ray_workers(cpus)
+    pools = {w: BarePool(w, base.transform, quality, niceness) for w in workers}
     try:
-        times = ConversionTimes(len(paths), source_bytes, ray_startup_s)
-        _warm_ray_workers(cpus)
+        times = ConversionTimes(len(paths), source_bytes, ray_startup_s, niceness)
         steps = [(kind, w) for w in workers for kind in ("bare", "lmdbshard")]
         if with_folder2lmdb:
             steps.append(("folder2lmdb", 1))
@@ -99,7 +101,7 @@ def run_conversions(base: ConvertConfig, listing: Listing, work: str, workers: l
                         if os.path.exists(p):
                             os.remove(p)
                     t = time.perf_counter()
-                    folder2lmdb(paths, listing.labels, db, base.transform, quality)
+                    pools[min(workers)].folder2lmdb(paths, listing.labels, db)
                     seconds = time.perf_counter() - t
                 times.add(f"{kind}/{w}", seconds)
                 log.info("bench: repeat %d/%d %s, %d worker(s): %.2f s (%.0f images/s)", r + 1, repeats,

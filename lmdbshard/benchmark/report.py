@@ -120,7 +120,8 @@ class BenchReport:
             f"  machine: {e['cpus']} cores; Python {e['python']}, Pillow {e['pillow']} (libjpeg-turbo: "
             f"{e['libjpeg_turbo']}), lmdb {e['lmdb']}, Ray {e['ray']}",
             f"  median of {e['repeats']} interleaved repeats; Ray start-up {c.ray_startup_s:.1f} s, reported "
-            "apart and not counted",
+            "apart and not counted;",
+            f"  conversions: the bare Pool and folder2lmdb run at the niceness of Ray's workers ({c.niceness})",
         ]
         section = None
         for row in self.rows():
@@ -143,6 +144,7 @@ class BenchReport:
         c, r = self.conversion, self.reads
         return {
             "environment": self.environment, "corpus": self.corpus, "ray_startup_s": c.ray_startup_s,
+            "niceness": c.niceness,
             "conversion": {k: {"seconds": v, "images_per_s": c.per_s(k), "mb_per_s": c.mb_per_s(k)}
                            for k, v in c.seconds.items()},
             "reads": {k: {"samples": r.samples[k], "seconds": r.seconds[k], "per_s": r.per_s(k),
