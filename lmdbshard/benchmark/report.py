@@ -129,7 +129,7 @@ class BenchReport:
                 section = row.section
                 lines += ["", f"  {section:<52} {'images/s':>10} {'MB/s':>9}  ratio"]
             ratio = f"{row.ratio:6.2f}x vs {row.vs}" if row.ratio is not None else ""
-            lines.append(f"    {row.name:<50} {row.per_s:>10.0f} {row.mb_per_s:>9.1f}  {ratio}")
+            lines.append(f"    {row.name:<50} {row.per_s:>10.0f} {row.mb_per_s:>9.1f}  {ratio}".rstrip())
         o = self.opened
         lines += ["", "  open", f"    ShardedDataset(root) over {o.shards} shards: {o.seconds:.3f} s, RSS "
                   f"+{o.rss_growth_mb:.1f} MB; first read of two shards {o.first_read_s * 1e3:.1f} ms",
