@@ -1,6 +1,7 @@
-# lmdbshard: two commands do everything on a fresh machine that has Python 3 and pip.
+# lmdbshard: three commands do everything on a fresh machine that has Python 3 and pip.
 #   make convert [CONF=demo|imagenet] [ARGS="key=value ..."]   convert a dataset (default: the bundled demo)
 #   make test                                                   set up and run the test suite
+#   make bench [ARGS="bench.key=value ..."]                     conversion and read throughput against bare loops
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,10 +14,10 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.lmdbshard-installed
 TEST_STAMP := $(VENV)/.lmdbshard-test-installed
 
-.PHONY: convert test setup clean help
+.PHONY: convert test bench setup clean help
 
 help:
-	@sed -n '1,5p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,6p' Makefile | sed 's/^# \{0,1\}//'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +39,9 @@ setup: $(STAMP)
 convert: $(STAMP)
 	$(PY) jobs/convert.py --config-name $(CONF) $(ARGS)
 
+bench: $(STAMP)
+	$(PY) jobs/bench.py $(ARGS)
+
 
 clean:
-	rm -rf data/demo out/demo
+	rm -rf data/demo out/demo out/bench

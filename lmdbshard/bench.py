@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 import lmdb
 import numpy as np
@@ -50,20 +50,61 @@ class Pass:
                 f"{self.mb_per_s:>8.1f} MB/s")
 
 
+CHECK_EVERY = 64   # samples between looks at the clock, so the clock costs nothing per sample
+
+
+def measure(step: Callable[[int], object], indices: Iterable[int], max_seconds: float,
+            size: Callable[[object], int] = len) -> tuple[int, float, int]:
+    """Call ``step(i)`` for each index until done or past ``max_seconds``; returns (calls, seconds,
+    sum of ``size`` of the results). The one read timer of ``bench-read`` and ``make bench``."""
+    n = nbytes = 0
+    t0 = time.perf_counter()
+    deadline = t0 + max_seconds
+    for i in indices:
+        nbytes += size(step(i))
+        n += 1
+        if n % CHECK_EVERY == 0 and time.perf_counter() > deadline:
+            break
+    return n, time.perf_counter() - t0, nbytes
+
+
+def measure_interleaved(steps: Sequence[Callable[[int], object]], indices: Sequence[int], max_seconds: float,
+                        size: Callable[[object], int] = len) -> list[tuple[int, float, int]]:
+    """``measure`` for several steps over the same indices, taking turns chunk by chunk (the first in
+    each turn rotating), so that load from elsewhere on the machine slows each of them alike; stops
+    when their summed time passes ``max_seconds``. One (calls, seconds, bytes) per step.
+
+    Step ``j`` walks the indices rotated by ``j / len(steps)`` of their length, so steps that read the
+    same records never read them straight after one another (the second would find them in CPU cache)."""
+    totals = [[0, 0.0, 0] for _ in steps]
+    shift = len(indices) // max(1, len(steps))
+    orders = [list(indices[j * shift:]) + list(indices[:j * shift]) for j in range(len(steps))]
+    spent = 0.0
+    for c, start in enumerate(range(0, len(indices), CHECK_EVERY)):
+        for j in range(len(steps)):
+            slot = (j + c) % len(steps)
+            n, seconds, nbytes = measure(steps[slot], orders[slot][start:start + CHECK_EVERY], float("inf"), size)
+            totals[slot][0] += n
+            totals[slot][1] += seconds
+            totals[slot][2] += nbytes
+            spent += seconds
+        if spent > max_seconds:
+            break
+    return [tuple(t) for t in totals]
+
+
 def _timed_pass(root: str, order: str, indices: Iterable[int], decode: bool, max_seconds: float) -> Pass:
     t0 = time.perf_counter()
-    n = nbytes = 0
     with ShardedDataset(root) as ds:
-        for i in indices:
-            value = ds.raw(i)
-            nbytes += len(value)
-            if decode:   # what ds[i] does
+        if decode:   # what ds[i] does
+            def step(i: int) -> int:
+                value = ds.raw(i)
                 decode_field(unpack_record(value).fields[ds.field])
-            else:
-                bytes(value)   # the copy a consumer outside the read transaction makes
-            n += 1
-            if time.perf_counter() - t0 > max_seconds:
-                break
+                return len(value)
+        else:
+            def step(i: int) -> int:
+                return len(bytes(ds.raw(i)))   # the copy a consumer outside the read transaction makes
+        n, _, nbytes = measure(step, indices, max_seconds - (time.perf_counter() - t0), size=int)
     return Pass(order, decode, n, time.perf_counter() - t0, nbytes)
 
 

@@ -16,14 +16,19 @@ from itertools import islice
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import lmdb
+import numpy as np
 
+from . import envs
 from .classes import combine_classes
 from .codec import decode_field
 from .datum import datum_array, decode_datum
 from .envs import registry
 from .errors import FormatError
-from .format import Field, encode_key, unpack_record
+from .format import DTYPE_NAMES, ENCODING_NAMES, ENCODINGS, Field, encode_key, find_field, unpack_record
 from .manifest import DATUM_FORMAT, load_manifest
+
+_RAW = ENCODINGS["raw"]
+_NUMPY_DTYPES = {code: np.dtype(name) for code, name in DTYPE_NAMES.items()}
 
 PathLike = str | os.PathLike
 
@@ -66,6 +71,8 @@ class ShardedDataset:
         self.decode = decode
         self.copy = copy
         self.field = field
+        encoded = field.encode("utf-8", "replace")   # as a field header stores it; never matches if it cannot
+        self._name16 = encoded.ljust(16, b"\0") if len(encoded) <= 16 else b""
         self.fields = fields if fields is None or isinstance(fields, str) else tuple(fields)
         if isinstance(self.fields, str) and self.fields != "all":
             raise ValueError(f"fields must be 'all' or a list of field names, got {fields!r}")
@@ -91,6 +98,7 @@ class ShardedDataset:
                 self._companions.append(m.label_path(entry))
         self._len = total
         self._pid = os.getpid()
+        self._forks = envs.forks()
         self._txns: dict[int, lmdb.Transaction] = {}
 
     # ------------------------------------------------------------ sequence protocol
@@ -128,8 +136,21 @@ class ShardedDataset:
         return unpack_record(value)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        k, offset = self.locate(index)
-        return self._sample(self._get(k, offset), k, offset)
+        # locate() and _get() inlined: this is the per-sample path of every map-style loader.
+        i = operator.index(index)
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError(f"index {index} out of range for a dataset of {self._len} samples")
+        k = bisect.bisect_right(self._ends, i)
+        txn = self._txns.get(k) if self._forks == envs.forks() else None
+        if txn is None:
+            txn = self._txn(k)
+        offset = i - (self._ends[k - 1] if k else 0)
+        value = txn.get(b"%010d" % (self._first_keys[k] + offset))
+        if value is None:
+            raise self._damaged(k, offset)
+        return self._sample(value, k, offset)
 
     def read_shard(self, k: int, start: int = 0, stop: Optional[int] = None) -> Iterator[tuple[Any, Any]]:
         """Samples ``start..stop-1`` of shard ``k``, read with one cursor in key order: the fast path.
@@ -179,17 +200,22 @@ class ShardedDataset:
 
     # ------------------------------------------------------------ samples
     def _sample(self, value, k: int, offset: int) -> tuple[Any, Any]:
-        if self._datum[k]:
-            fields, label = self._datum_fields(value, k, offset)
-        else:
-            rec = unpack_record(value)
-            fields, label = rec.fields, rec.label
-        if self.fields is None:
-            sample = self._value(fields, self.field)
-        elif self.fields == "all":
-            sample = {name: self._value(fields, name) for name in fields}
-        else:
-            sample = tuple(self._value(fields, name) for name in self.fields)
+        plain = self.fields is None and not self._datum[k] and self._companions[k] is None
+        hit = find_field(value, self._name16) if plain else None
+        if hit is None or hit[1] not in ENCODING_NAMES or hit[2] not in _NUMPY_DTYPES:
+            sample, label = self._fields_of(value, k, offset)
+        else:   # one field, read straight from the headers: no Record or Field objects
+            label, enc, dt, shape, off, length = hit
+            if not self.decode:
+                sample = bytes(value[off:off + length]) if self.copy else value[off:off + length]
+            elif enc == _RAW:
+                dtype = _NUMPY_DTYPES[dt]
+                sample = np.frombuffer(value, dtype, length // dtype.itemsize, off).reshape(shape)
+                if self.copy:
+                    sample = sample.copy()
+            else:
+                sample = decode_field(Field(self.field, ENCODING_NAMES[enc], value[off:off + length], shape,
+                                            DTYPE_NAMES[dt]), copy=self.copy)
         label_map = self._label_maps[self._map_of[k]]
         if label_map is not None and label >= 0:
             label = label_map[label]
@@ -198,6 +224,19 @@ class ShardedDataset:
         if self.target_transform is not None:
             label = self.target_transform(label)
         return sample, label
+
+    def _fields_of(self, value, k: int, offset: int) -> tuple[Any, int]:
+        """The general path: every field parsed (Datum values and dual LMDB masks included)."""
+        if self._datum[k]:
+            fields, label = self._datum_fields(value, k, offset)
+        else:
+            rec = unpack_record(value)
+            fields, label = rec.fields, rec.label
+        if self.fields is None:
+            return self._value(fields, self.field), label
+        if self.fields == "all":
+            return {name: self._value(fields, name) for name in fields}, label
+        return tuple(self._value(fields, name) for name in self.fields), label
 
     def _datum_fields(self, value, k: int, offset: int) -> tuple[dict[str, Any], int]:
         """name -> serialized Datum (``image``; ``mask`` from the dual LMDB), and the label."""
@@ -224,8 +263,8 @@ class ShardedDataset:
 
     # ------------------------------------------------------------ environments
     def _txn(self, k: int) -> lmdb.Transaction:
-        if self._pid != os.getpid():   # forked: never touch the parent's environments
-            self._txns, self._pid = {}, os.getpid()
+        if self._forks != envs.forks() or self._pid != os.getpid():   # forked: never touch the parent's envs
+            self._txns, self._pid, self._forks = {}, os.getpid(), envs.forks()
         txn = self._txns.get(k)
         if txn is None:
             txn = self._txns[k] = registry().acquire(self._paths[k])
@@ -279,7 +318,7 @@ class ShardedDataset:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._pid = os.getpid()
+        self._pid, self._forks = os.getpid(), envs.forks()
 
     def __enter__(self) -> "ShardedDataset":
         return self

@@ -56,6 +56,21 @@ class _EnvRegistry:
 
 
 _registry: _EnvRegistry | None = None
+_forks = 0
+
+
+def _after_fork_in_child() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def forks() -> int:
+    """How many times this process's ancestry forked since import: a reader compares it per sample
+    instead of calling ``os.getpid()`` (a system call, 0.26 us: 5% of a ``decode=False`` read)."""
+    return _forks
 
 
 def registry() -> _EnvRegistry:

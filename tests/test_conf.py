@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from lmdbshard import ConvertConfig, parse_config
+from lmdbshard.benchmark import BenchConfig
 
 CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
 NAMES = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(CONF, "*.yaml")))
@@ -20,6 +21,7 @@ def composed(name, overrides=()):
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     data.pop("demo", None)
     data.pop("imagenet", None)
+    data.pop("bench", None)   # conf/bench.yaml: the benchmark's own settings, checked below
     return data
 
 
@@ -42,6 +44,14 @@ def test_imagenet_defaults():
     assert cfg.transform.resize_shorter == 256 and cfg.storage.quality == 90
     assert 300 <= -(-1_281_167 // cfg.shard_size) <= 800   # a few hundred shards for ImageNet-1k
     assert cfg.source.root == "/data/train"
+
+
+def test_bench_settings_parse():
+    with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base="1.3"):
+        cfg = compose(config_name="bench", overrides=["bench.workers=[1,2,4,8,16]"])
+    bench = parse_config(OmegaConf.to_container(cfg.bench, resolve=True), BenchConfig)
+    assert bench.workers == [1, 2, 4, 8, 16] and bench.source is None and bench.corpus.per_class * 20 == 2000
+    assert parse_config(composed("bench")).transform.resize_shorter == 256
 
 
 def test_demo_is_self_contained():

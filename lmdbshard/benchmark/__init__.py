@@ -1,0 +1,16 @@
+"""``make bench``: lmdbshard's conversion and reads side by side with the plain loops that set
+the limit on this machine, with every target reported as PASS or MISS.
+
+- ``config.py``: ``BenchConfig``, the ``bench:`` section of conf/bench.yaml;
+- ``baselines.py``: the plain loops (bare chain, folder2lmdb recipe, ``txn.get``, PIL decode, ImageFolder);
+- ``conversion.py``: conversion runs, interleaved and repeated, Ray start-up apart;
+- ``reads.py``: random and sequential read passes;
+- ``opening.py``: opening a dataset of many shards, time and RSS;
+- ``report.py``: the table, the targets and the JSON;
+- ``run.py``: ``run_bench``, all of it in order.
+"""
+
+from .config import BenchConfig, CorpusConfig
+from .run import run_bench
+
+__all__ = ["BenchConfig", "CorpusConfig", "run_bench"]

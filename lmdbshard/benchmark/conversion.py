@@ -1,0 +1,112 @@
+"""Conversion side by side: lmdbshard on Ray against the bare chain in a Pool, and the
+single-process folder2lmdb recipe, on one corpus, interleaved, repeated.
+
+One local Ray cluster of ``max(workers)`` CPUs serves every lmdbshard run; its start-up is
+timed once and reported apart. lmdbshard with ``w`` workers is the same cluster with
+``cpus_per_task = cpus / w``, so Ray runs exactly ``w`` shard tasks at a time; the bare
+chain with ``w`` workers is ``Pool(w)``. Each lmdbshard run is a whole ``convert()`` into
+an empty folder (listing, plan, shards, manifest), timed end to end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from ..config import ConvertConfig
+from ..listing import Listing
+from .baselines import BarePool, source_files
+
+log = logging.getLogger("lmdbshard")
+
+
+@dataclass
+class ConversionTimes:
+    images: int
+    source_bytes: int
+    ray_startup_s: float
+    niceness: int           # of Ray's workers, and so of the bare loops' processes
+    seconds: dict[str, list[float]] = field(default_factory=dict)   # "lmdbshard/2" -> one time per repeat
+
+    def add(self, key: str, seconds: float) -> None:
+        self.seconds.setdefault(key, []).append(seconds)
+
+    def median(self, key: str) -> float:
+        return statistics.median(self.seconds[key])
+
+    def per_s(self, key: str) -> float:
+        return self.images / self.median(key)
+
+    def mb_per_s(self, key: str) -> float:
+        return self.source_bytes / 1e6 / self.median(key)
+
+
+def _warm_ray_workers(n: int) -> int:
+    """Have each Ray worker import the shard writer before the clock starts (as the Pool's do);
+    returns the niceness Ray runs its workers at."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def _import() -> int:
+        from .. import shard   # noqa: F401
+        return os.nice(0)
+
+    return max(ray.get([_import.remote() for _ in range(2 * n)]))
+
+
+def _lmdbshard_once(base: ConvertConfig, out: str, cpus: int, workers: int) -> float:
+    from ..coordinator import convert
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = dataclasses.replace(base, out=out, overwrite=False,
+                              ray=dataclasses.replace(base.ray, cpus_per_task=cpus / workers, max_in_flight=None))
+    t = time.perf_counter()
+    result = convert(cfg)
+    seconds = time.perf_counter() - t
+    if result.images_skipped:
+        log.warning("bench: lmdbshard skipped %d images of the corpus", result.images_skipped)
+    return seconds
+
+
+def run_conversions(base: ConvertConfig, listing: Listing, work: str, workers: list[int], repeats: int,
+                    with_folder2lmdb: bool, ray_startup_s: float) -> ConversionTimes:
+    """Every pipeline ``repeats`` times, interleaved (order reversed on odd repeats). Ray must be up,
+    with ``max(workers)`` CPUs; it took ``ray_startup_s`` to start."""
+    paths = source_files(listing.root, listing.paths)
+    source_bytes = sum(os.path.getsize(p) for p in paths)
+    cpus = max(workers)
+    quality = base.storage.quality
+    niceness = _warm_ray_workers(cpus)
+    pools = {w: BarePool(w, base.transform, quality, niceness) for w in workers}
+    try:
+        times = ConversionTimes(len(paths), source_bytes, ray_startup_s, niceness)
+        steps = [(kind, w) for w in workers for kind in ("bare", "lmdbshard")]
+        if with_folder2lmdb:
+            steps.append(("folder2lmdb", 1))
+        for r in range(repeats):
+            for kind, w in (steps if r % 2 == 0 else steps[::-1]):
+                if kind == "bare":
+                    t = time.perf_counter()
+                    pools[w].run(paths)
+                    seconds = time.perf_counter() - t
+                elif kind == "lmdbshard":
+                    seconds = _lmdbshard_once(base, os.path.join(work, f"convert-{w}"), cpus, w)
+                else:
+                    db = os.path.join(work, "folder2lmdb.lmdb")
+                    for p in (db, db + "-lock"):
+                        if os.path.exists(p):
+                            os.remove(p)
+                    t = time.perf_counter()
+                    pools[min(workers)].folder2lmdb(paths, listing.labels, db)
+                    seconds = time.perf_counter() - t
+                times.add(f"{kind}/{w}", seconds)
+                log.info("bench: repeat %d/%d %s, %d worker(s): %.2f s (%.0f images/s)", r + 1, repeats,
+                         kind, w, seconds, len(paths) / seconds)
+    finally:
+        for pool in pools.values():
+            pool.close()
+    return times

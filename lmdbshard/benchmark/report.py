@@ -1,0 +1,175 @@
+"""The ``make bench`` table and JSON: rows with images/s, MB/s and ratios, and every target
+with its measured value and PASS or MISS (or "not measured", with the reason)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from .conversion import ConversionTimes
+from .opening import OpenResult
+from .reads import ReadTimes
+
+
+@dataclass
+class Row:
+    section: str
+    name: str
+    per_s: Optional[float] = None
+    mb_per_s: Optional[float] = None
+    ratio: Optional[float] = None
+    vs: str = ""
+
+
+@dataclass
+class Target:
+    name: str
+    value: Optional[float]
+    threshold: float
+    unit: str               # "x" (a ratio), "images/s", "s", "MB"
+    at_least: bool = True   # False: the value must stay under the threshold
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.value is None:
+            return "not measured"
+        ok = self.value >= self.threshold if self.at_least else self.value < self.threshold
+        return "PASS" if ok else "MISS"
+
+
+@dataclass
+class BenchReport:
+    environment: dict
+    corpus: dict
+    conversion: ConversionTimes
+    reads: ReadTimes
+    opened: OpenResult
+    workers: list[int]
+
+    # -------------------------------------------------------------- rows
+    def rows(self) -> list[Row]:
+        c, r = self.conversion, self.reads
+        rows = []
+        for w in self.workers:
+            bare, ours = f"bare/{w}", f"lmdbshard/{w}"
+            rows.append(Row("conversion", f"bare chain, multiprocessing.Pool({w})", c.per_s(bare), c.mb_per_s(bare)))
+            rows.append(Row("conversion", f"lmdbshard, {w} Ray worker{'s' if w > 1 else ''}", c.per_s(ours),
+                            c.mb_per_s(ours), c.per_s(ours) / c.per_s(bare), f"bare Pool({w})"))
+        if "folder2lmdb/1" in c.seconds:
+            top = max(self.workers)
+            rows.append(Row("conversion", "folder2lmdb recipe (1 process, pickle, one LMDB)", c.per_s("folder2lmdb/1"),
+                            c.mb_per_s("folder2lmdb/1"), c.per_s("folder2lmdb/1") / c.per_s(f"lmdbshard/{top}"),
+                            f"lmdbshard, {top} worker(s)"))
+        names = {
+            "get/bare": ("txn.get loop over the same shards", None),
+            "get/ds": ("ds[i], decode=False", "get/bare"),
+            "jpeg/bare": ("PIL decode of the same bytes", None),
+            "jpeg/ds": ("ds[i], jpeg decoded", "jpeg/bare"),
+            "raw/ds": ("ds[i], raw, copy=False (zero-copy)", "imagefolder"),
+            "raw/ds-copy": ("ds[i], raw, copy=True", "imagefolder"),
+            "raw/ds-first": ("ds[i], raw, copy=False, first touch", "imagefolder"),
+            "imagefolder": ("ImageFolder-style (open, decode, resize)", "jpeg/ds"),
+            "stream/jpeg": ("ShardStream, jpeg decoded", "jpeg/bare"),
+            "stream/records": ("ShardStream, decode=False", "get/bare"),
+        }
+        for key, (name, vs) in names.items():
+            if key not in r.samples:
+                continue
+            ratio = r.per_s(key) / r.per_s(vs) if vs else None
+            rows.append(Row("random reads, 1 process" if not key.startswith("stream") else "sequential reads, 1 process",
+                            name, r.per_s(key), r.mb_per_s(key), ratio, names[vs][0] if vs else ""))
+        return rows
+
+    # -------------------------------------------------------------- targets
+    def targets(self) -> list[Target]:
+        c, r, o = self.conversion, self.reads, self.opened
+        top = max(self.workers)
+        cores = self.environment["cpus"]
+        t = [Target(f"conversion, {top} workers, vs bare chain on the same cores",
+                    c.per_s(f"lmdbshard/{top}") / c.per_s(f"bare/{top}"), 0.95, "x")]
+        one, two = "lmdbshard/1", "lmdbshard/2"
+        t.append(Target("conversion, 2 workers vs 1 worker",
+                        c.per_s(two) / c.per_s(one) if one in c.seconds and two in c.seconds else None, 1.85, "x",
+                        note="" if one in c.seconds and two in c.seconds else "needs bench.workers to hold 1 and 2"))
+        sixteen = f"lmdbshard/16"
+        t.append(Target("conversion, 16 workers vs 1 worker",
+                        c.per_s(sixteen) / c.per_s(one) if sixteen in c.seconds and one in c.seconds else None,
+                        12.0, "x", note="" if sixteen in c.seconds else
+                        f"this machine has {cores} cores; run bench.workers=[1,2,4,8,16] on one with 16 or more"))
+        t += [
+            Target("random ds[i], decode=False, vs txn.get loop", r.per_s("get/ds") / r.per_s("get/bare"), 0.7, "x"),
+            Target("random ds[i], jpeg decoded, vs PIL decode", r.per_s("jpeg/ds") / r.per_s("jpeg/bare"), 0.95, "x"),
+            Target("random ds[i], raw, one core", r.per_s("raw/ds"), 100_000, "images/s"),
+            Target("random ds[i], jpeg decoded, vs ImageFolder-style",
+                   r.per_s("jpeg/ds") / r.per_s("imagefolder"), 5.0, "x"),
+            Target("random ds[i], raw, vs ImageFolder-style", r.per_s("raw/ds") / r.per_s("imagefolder"), 50.0, "x"),
+            Target(f"open {o.shards} shards, time", o.seconds, 1.0, "s", at_least=False),
+            Target(f"open {o.shards} shards, RSS growth", o.rss_growth_mb, 100.0, "MB", at_least=False),
+        ]
+        return t
+
+    # -------------------------------------------------------------- output
+    def table(self) -> str:
+        e, corpus, c = self.environment, self.corpus, self.conversion
+        lines = [
+            f"lmdbshard bench: {corpus['root']}",
+            f"  corpus: {corpus['images']} images in {corpus['classes']} classes, {corpus['mb']:.1f} MB "
+            f"({corpus['mean_kb']:.0f} KB each); {corpus['transform']}",
+            f"  machine: {e['cpus']} cores; Python {e['python']}, Pillow {e['pillow']} (libjpeg-turbo: "
+            f"{e['libjpeg_turbo']}), lmdb {e['lmdb']}, Ray {e['ray']}",
+            f"  median of {e['repeats']} interleaved repeats; Ray start-up {c.ray_startup_s:.1f} s, reported "
+            "apart and not counted;",
+            f"  conversions: the bare Pool and folder2lmdb run at the niceness of Ray's workers ({c.niceness})",
+        ]
+        section = None
+        for row in self.rows():
+            if row.section != section:
+                section = row.section
+                lines += ["", f"  {section:<52} {'images/s':>10} {'MB/s':>9}  ratio"]
+            ratio = f"{row.ratio:6.2f}x vs {row.vs}" if row.ratio is not None else ""
+            lines.append(f"    {row.name:<50} {row.per_s:>10.0f} {row.mb_per_s:>9.1f}  {ratio}".rstrip())
+        o = self.opened
+        lines += ["", "  open", f"    ShardedDataset(root) over {o.shards} shards: {o.seconds:.3f} s, RSS "
+                  f"+{o.rss_growth_mb:.1f} MB; first read of two shards {o.first_read_s * 1e3:.1f} ms",
+                  "", f"  {'targets':<60} {'measured':>12} {'target':>12}"]
+        for t in self.targets():
+            value = "-" if t.value is None else _fmt(t.value, t.unit)
+            goal = ("≥ " if t.at_least else "< ") + _fmt(t.threshold, t.unit)
+            lines.append(f"    {t.name:<58} {value:>12} {goal:>12}  {t.verdict}" + (f" ({t.note})" if t.note else ""))
+        return "\n".join(lines)
+
+    def as_json(self) -> dict:
+        c, r = self.conversion, self.reads
+        return {
+            "environment": self.environment, "corpus": self.corpus, "ray_startup_s": c.ray_startup_s,
+            "niceness": c.niceness,
+            "conversion": {k: {"seconds": v, "images_per_s": c.per_s(k), "mb_per_s": c.mb_per_s(k)}
+                           for k, v in c.seconds.items()},
+            "reads": {k: {"samples": r.samples[k], "seconds": r.seconds[k], "per_s": r.per_s(k),
+                          "mb_per_s": r.mb_per_s(k)} for k in r.samples},
+            "open": asdict(self.opened),
+            "rows": [asdict(row) for row in self.rows()],
+            "targets": [asdict(t) | {"verdict": t.verdict} for t in self.targets()],
+        }
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "images/s":
+        return f"{value:,.0f}/s"
+    if unit == "s":
+        return f"{value:.3f} s"
+    return f"{value:.1f} {unit}"
+
+
+def environment(repeats: int) -> dict:
+    import platform
+
+    import ray
+
+    from ..bench import environment as read_environment
+    return read_environment() | {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,
+                                 "repeats": repeats}

@@ -1,0 +1,66 @@
+"""``run_bench``: the whole ``make bench`` in order: corpus, conversions (Ray up), the raw
+copy for the read rows, reads (Ray down, so its daemons do not share the read core), open."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+from ..atomic import write_json_atomic
+from ..config import ConvertConfig, RayConfig, StorageConfig
+from ..demo import DemoSpec, make_imagefolder
+from ..listing import list_imagefolder
+from .config import BenchConfig
+from .conversion import run_conversions
+from .opening import make_many_shards, time_open
+from .reads import run_reads
+from .report import BenchReport, environment
+
+log = logging.getLogger("lmdbshard")
+
+
+def corpus_root(bench: BenchConfig) -> str:
+    """The ImageFolder to benchmark: ``bench.source``, or the generated corpus (made once, then kept)."""
+    if bench.source is not None:
+        return os.path.abspath(os.path.expanduser(bench.source))
+    c = bench.corpus
+    spec = DemoSpec(classes=c.classes, per_class=c.per_class, seed=c.seed, short_side=tuple(c.short_side),
+                    aspect=tuple(c.aspect), quality=tuple(c.quality), detail=c.detail)
+    log.info("bench: corpus %s (%d images; generated on first use)", c.dir, c.classes * c.per_class)
+    return os.path.abspath(make_imagefolder(c.dir, spec, processes=os.cpu_count() or 1))
+
+
+def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
+    """Run every comparison; write the JSON when ``bench.json`` is set. ``base`` is the conversion under test."""
+    from ..coordinator import convert
+    from ..runner import ray_session
+    bench.validate()
+    root = corpus_root(bench)
+    listing = list_imagefolder(root, base.source.extensions)
+    work = os.path.abspath(bench.work)
+    os.makedirs(work, exist_ok=True)
+    base = dataclasses.replace(base, source=dataclasses.replace(base.source, root=root))
+    top = max(bench.workers)
+    with ray_session(RayConfig(num_cpus=top)) as startup_s:
+        conversion = run_conversions(base, listing, work, bench.workers, bench.repeats, bench.folder2lmdb, startup_s)
+        raw_root = os.path.join(work, "read-raw")
+        log.info("bench: converting the corpus once more as raw records for the raw read rows")
+        convert(dataclasses.replace(base, out=raw_root, storage=StorageConfig(encoding="raw"), overwrite=True))
+    jpeg_root = os.path.join(work, f"convert-{top}")
+    log.info("bench: reads")
+    reads = run_reads(jpeg_root, raw_root, listing, bench.read_samples, bench.read_seconds, bench.read_repeats)
+    log.info("bench: opening %d shards", bench.open_shards)
+    opened = time_open(make_many_shards(os.path.join(work, f"open-{bench.open_shards}"), bench.open_shards))
+    sizes = [os.path.getsize(os.path.join(root, p)) for p in listing.paths]
+    t = base.transform
+    corpus = {"root": root, "images": len(listing), "classes": len(listing.classes), "mb": sum(sizes) / 1e6,
+              "mean_kb": sum(sizes) / max(1, len(sizes)) / 1e3,
+              "transform": f"read, decode, resize short side to {t.resize_shorter} ({t.resample}), "
+                           f"encode {base.storage.encoding} q{base.storage.quality}; shard_size {base.shard_size}"}
+    report = BenchReport(environment(bench.repeats), corpus, conversion, reads, opened, list(bench.workers))
+    if bench.json:
+        path = os.path.abspath(bench.json)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_json_atomic(path, report.as_json())
+    return report

@@ -1,0 +1,62 @@
+"""`make bench` end to end at tiny sizes: every row and target is printed and written as JSON.
+Nothing here asserts a speed: timings on a shared test machine mean nothing."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lmdbshard import parse_config
+from lmdbshard.benchmark import BenchConfig
+from lmdbshard.errors import ConfigError
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+ROWS = ["bare chain, multiprocessing.Pool(1)", "lmdbshard, 1 Ray worker", "bare chain, multiprocessing.Pool(2)",
+        "lmdbshard, 2 Ray workers", "folder2lmdb recipe", "txn.get loop over the same shards",
+        "ds[i], decode=False", "PIL decode of the same bytes", "ds[i], jpeg decoded", "ds[i], raw, copy=False",
+        "ShardStream, jpeg decoded", "ImageFolder-style", "ShardedDataset(root) over 20 shards"]
+
+
+def test_bench_job_prints_every_row_and_target(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "jobs", "bench.py"), f"bench.corpus.dir={tmp_path / 'corpus'}",
+         "bench.corpus.classes=4", "bench.corpus.per_class=10", "bench.corpus.short_side=[120,160]",
+         f"bench.work={tmp_path / 'work'}", f"bench.json={out}", "bench.repeats=1", "bench.read_repeats=1",
+         "bench.read_samples=50", "bench.read_seconds=0.2", "bench.open_shards=20", "shard_size=8",
+         "transform.resize_shorter=64"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = proc.stdout
+    for row in ROWS:
+        assert row in table, row
+    assert "Ray start-up" in table and "libjpeg-turbo" in table and " cores; " in table
+    doc = json.loads(out.read_text())
+    assert doc["corpus"]["images"] == 40 and doc["environment"]["lmdb"] and doc["environment"]["pillow"]
+    assert set(doc["conversion"]) == {"bare/1", "bare/2", "lmdbshard/1", "lmdbshard/2", "folder2lmdb/1"}
+    assert doc["open"]["shards"] == 20
+    targets = {t["name"]: t["verdict"] for t in doc["targets"]}
+    assert len(targets) == 10 and all(v in ("PASS", "MISS", "not measured") for v in targets.values())
+    assert targets["conversion, 16 workers vs 1 worker"] == "not measured"
+    for t in doc["targets"]:
+        assert t["name"] in table
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"workers": []}, "bench.workers must be a non-empty list"),
+    ({"workers": [1, 4096]}, "a scaling curve needs one core per worker"),
+    ({"repeats": 0}, "bench.repeats must be a positive integer"),
+    ({"source": "/no/such/folder"}, "is not a directory"),
+    ({"read_seconds": 0}, "bench.read_seconds must be > 0"),
+])
+def test_bench_config_is_refused_before_any_work(data, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(data, BenchConfig).validate()
+
+
+def test_unknown_bench_key_is_refused():
+    with pytest.raises(ConfigError, match="did you mean repeats"):
+        parse_config({"repeat": 2}, BenchConfig)
