@@ -201,7 +201,7 @@ def test_disk_full_names_the_shard_leaves_no_partial_and_a_rerun_completes(tree,
 def test_disk_full_on_publish_is_a_clear_error(tree, tmp_path, monkeypatch):
     """The same path on any machine: the copy into the output goes to /dev/full, which answers ENOSPC."""
     import contextlib
-    import lmdbshard.shard as shard_module
+    import lmdbshard.builder as builder_module
 
     @contextlib.contextmanager
     def full_device(final):
@@ -211,7 +211,7 @@ def test_disk_full_on_publish_is_a_clear_error(tree, tmp_path, monkeypatch):
         finally:
             os.close(fd)
 
-    monkeypatch.setattr(shard_module, "publishing", full_device)
+    monkeypatch.setattr(builder_module, "publishing", full_device)
     opts = WriteOptions(out=str(tmp_path / "out"), transform=job(tree.root, "x").transform,
                         storage=StorageConfig(encoding="raw"))
     with pytest.raises(Exception, match=r"shard 0: no space left on the disk holding .* needs about"):
