@@ -10,19 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pydatasets import pixels  # noqa: F401  (one definition: Ray workers import pydatasets, not conftest)
+
 from lmdbshard import ConvertConfig, RayConfig, SourceConfig, StorageConfig, TransformConfig
 
 CLASSES = ["cat", "dog", "zebra"]
-
-
-def pixels(label: int, index: int, size: tuple[int, int]) -> np.ndarray:
-    """Image content that follows from (label, index): smooth gradients plus a class-coloured block."""
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([(xx * 255 // max(1, w - 1)), (yy * 255 // max(1, h - 1)),
-                    np.full_like(xx, (37 * index) % 256)], axis=-1).astype(np.uint8)
-    img[h // 4: h // 2, w // 4: w // 2] = [(80 * label) % 256, 200, 40 + 10 * index % 200]
-    return img
 
 
 @dataclass

@@ -6,9 +6,9 @@ import numpy as np
 from PIL import Image
 
 
-
 def pixels(label: int, index: int, size: tuple[int, int]) -> np.ndarray:
-    """Content that follows from (label, index), like conftest.pixels (not imported: workers load this file)."""
+    """Image content that follows from (label, index): smooth gradients plus a class-coloured block.
+    The tests' one definition; it lives here because Ray workers import this file, not conftest."""
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
     img = np.stack([(xx * 255 // max(1, w - 1)), (yy * 255 // max(1, h - 1)),
