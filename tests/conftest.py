@@ -6,7 +6,6 @@ import os
 import shutil
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 from PIL import Image
 
