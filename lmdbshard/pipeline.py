@@ -73,13 +73,15 @@ def process(item, payload: Any, opts, seconds: dict[str, float]) -> Encoded:
     img = transform(img, opts.transform)
     if mask is not None:
         mask = transform_mask(mask, opts.transform)
+    ta = time.perf_counter()
     if opts.augment.ops:
         seed = sample_seed(opts.seed, item.source_index, item.round)
         img, mask = augment(img, mask, opts.augment.ops, seed, opts.transform.resample)
     t2 = time.perf_counter()
     encoded = _encode(img, mask, label, item, storage, payload)
     seconds["decode"] += t1 - t0
-    seconds["transform"] += t2 - t1
+    seconds["transform"] += ta - t1
+    seconds["augment"] += t2 - ta
     seconds["encode"] += time.perf_counter() - t2
     return encoded
 

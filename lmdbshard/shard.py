@@ -1,4 +1,4 @@
-"""Writing one shard: read, decode, transform, encode, append to LMDB, publish atomically.
+"""Writing one shard: read, decode, transform, augment, encode, append to LMDB, publish atomically.
 
 The per-sample work (decode, transform, augment, encode) is ``pipeline.process``; this module
 reads the inputs (files, or a python dataset's items), appends the values in key order and
@@ -25,7 +25,7 @@ from .errors import SampleError
 from .pipeline import process
 from .sources.python import PythonSource
 
-STAGES = ("read", "decode", "transform", "encode", "write")
+STAGES = ("read", "decode", "transform", "augment", "encode", "write")
 PREFETCH = 8               # files read ahead of decoding, on I/O threads
 
 

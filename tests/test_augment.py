@@ -29,12 +29,12 @@ def augmented(ray_local, tmp_path_factory):
     out = str(base / "out")
     cfg = job(tree.root, out, seed=7, storage=StorageConfig(encoding="raw"), transform=TransformConfig(resize_shorter=40),
               augment=AugmentConfig(ops=OPS, rounds=3))
-    convert(cfg)
-    return tree, out, cfg
+    result = convert(cfg)
+    return tree, out, cfg, result
 
 
 def test_rounds_write_every_source_k_times_shuffled_together(augmented):
-    tree, out, _ = augmented
+    tree, out, _, _ = augmented
     ds = ShardedDataset(out)
     n = len(tree.files)
     assert len(ds) == 3 * n
@@ -47,7 +47,7 @@ def test_rounds_write_every_source_k_times_shuffled_together(augmented):
 
 
 def test_pixels_equal_an_independent_reference(augmented):
-    tree, out, cfg = augmented
+    tree, out, cfg, _ = augmented
     ds = ShardedDataset(out)
     paths = sources(out)
     flips = 0
@@ -65,7 +65,7 @@ def test_pixels_equal_an_independent_reference(augmented):
 
 
 def test_rounds_differ_and_a_rerun_writes_the_same_bytes(augmented, tmp_path):
-    tree, out, cfg = augmented
+    tree, out, cfg, _ = augmented
     with ShardedDataset(out) as ds:
         by_item = {(ds.record(i).source_index, ds.record(i).round): ds[i][0] for i in range(len(ds))}
     differs = sum(not np.array_equal(by_item[(s, 0)], by_item[(s, 1)]) for s in range(len(tree.files)))
@@ -87,3 +87,8 @@ def test_bad_ops_are_refused_before_work(tmp_path, ops, match):
     data = {"source": {"root": str(tmp_path / "src")}, "out": str(tmp_path / "out"), "augment": {"ops": ops}}
     with pytest.raises(ConfigError, match=match):
         parse_config(data).validate()
+
+
+def test_augmentation_has_its_own_stage_in_the_telemetry(augmented):
+    *_, result = augmented
+    assert result.stage_seconds["augment"] > 0 and "augment" in result.stage_shares()
