@@ -67,7 +67,8 @@ class ConvertResult:
             f"  shards          {self.shards} ({self.shards_built} built, {self.shards_reused} reused)",
             f"  bytes           {self.bytes} ({mb:.1f} MB)",
             f"  wall time       {self.wall_s:.1f} s (of which Ray start-up {self.ray_startup_s:.1f} s)",
-            f"  throughput      {self.images_per_s:.1f} images/s (built shards, Ray start-up excluded)",
+            f"  throughput      {self.images_per_s:.1f} images/s (built shards, Ray start-up excluded)"
+            if self.shards_built else "  throughput      n/a (every shard was reused)",
             f"  stage time      {self.stage_shares()}",
             *([f"  passthrough     {self.passthrough} of {self.images_written} stored as their source file's bytes "
                "(they already fit; the rest were re-encoded)"] if self.passthrough else []),

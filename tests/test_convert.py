@@ -230,6 +230,7 @@ def test_rerun_reuses_complete_shards_and_rebuilds_missing_ones(demo_out, tmp_pa
     before = stored_items(copy)
     result = convert(job(tree.root, copy))
     assert (result.shards_reused, result.shards_built) == (5, 0)
+    assert "throughput      n/a (every shard was reused)" in result.summary()
     os.remove(os.path.join(copy, "shards", "shard-000003.lmdb"))
     os.remove(os.path.join(copy, "manifest.json"))
     result = convert(job(tree.root, copy))
