@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lmdbshard import LmdbshardError, convert, parse_config
+from lmdbshard import ConfigError, LmdbshardError, convert, parse_config
 from lmdbshard.demo import DemoSpec, make_imagefolder
 
 log = logging.getLogger("lmdbshard")
@@ -24,11 +24,15 @@ def main(cfg: DictConfig) -> None:
     try:
         job = parse_config(data)
         if demo is not None:
-            make_imagefolder(job.source.root, DemoSpec(**demo))
+            try:
+                spec = DemoSpec(**demo)
+            except TypeError as exc:   # an unknown demo.* key; any other TypeError is a bug and keeps its traceback
+                raise ConfigError(f"demo: {exc}") from None
+            make_imagefolder(job.source.root, spec)
         result = convert(job)
-    except (LmdbshardError, OSError, TypeError) as exc:
+    except (LmdbshardError, OSError) as exc:
         print(f"lmdbshard: error: {exc}", file=sys.stderr)
-        sys.exit(2 if isinstance(exc, (ValueError, TypeError)) else 1)
+        sys.exit(2 if isinstance(exc, ValueError) else 1)
     print(result.summary())
 
 

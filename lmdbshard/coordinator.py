@@ -8,6 +8,7 @@ report as it lands, and commit the manifest only when every shard is complete.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import time
@@ -30,7 +31,7 @@ from .progress import Progress, stage_fractions, stage_shares
 from .runner import ray_session, run_shards
 from .shard import STAGES, ShardItem, ShardTask, WriteOptions
 from .sources import list_source
-from .sources.python import PythonSource, python_source
+from .sources.python import python_source
 
 log = logging.getLogger("lmdbshard")
 
@@ -80,15 +81,15 @@ class ConvertResult:
         return "\n".join(lines)
 
 
-def _tasks(plan: Plan, listing: Listing, todo: list[int], python: PythonSource | None) -> Iterator[ShardTask]:
+def _tasks(plan: Plan, listing: Listing, todo: list[int]) -> Iterator[ShardTask]:
     """Shard tasks built one at a time, so the driver never holds every item at once."""
     masks = listing.mask_paths
-    root = listing.root if python is not None else os.path.abspath(listing.root)
+    root = listing.source_root()
     for k in todo:
         sources, rounds = plan.shard_items(k)
         items = tuple(ShardItem(s, r, listing.paths[s], listing.labels[s], masks[s] if masks else None)
                       for s, r in zip(sources.tolist(), rounds.tolist()))
-        yield ShardTask(k, plan.shard_range(k)[0], root, items, python)
+        yield ShardTask(k, plan.shard_range(k)[0], root, items)
 
 
 def _fields(cfg: ConvertConfig, reports) -> list[dict]:
@@ -138,9 +139,11 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
         if cfg.source.kind != "python" or cfg.source.target not in (None, "", "???"):
             raise ConfigError("a dataset object needs source.kind=python and no source.target; "
                               "pass one or the other")
-        name = f"<object {type(dataset).__module__}.{type(dataset).__qualname__}>"
-        cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, target=name))
         python = python_source(cfg.source, dataset)
+        # Named by its pickle's hash, so that a rerun with other contents (say, another split) is refused.
+        name = (f"<object {type(dataset).__module__}.{type(dataset).__qualname__} "
+                f"sha256:{hashlib.sha256(python.pickled).hexdigest()[:16]}>")
+        cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, target=name))
     cfg.validate()
     out = os.path.abspath(os.path.expanduser(cfg.out))
     if cfg.source.kind == "python" and python is None:
@@ -170,7 +173,7 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
         log.warning("%s", note)
 
     opts = WriteOptions(out=out, transform=cfg.transform, storage=cfg.storage, on_error=cfg.on_error,
-                        scratch_dir=cfg.scratch_dir, augment=cfg.augment, seed=cfg.seed)
+                        scratch_dir=cfg.scratch_dir, augment=cfg.augment, seed=cfg.seed, python=python)
 
     def record(report) -> None:
         output.save_report(report)
@@ -186,7 +189,7 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
             with ray_session(cfg.ray) as ray_s:
                 t_run = time.monotonic()
                 progress.restart_clock()
-                failures = run_shards(_tasks(plan, listing, todo, python), opts, cfg.ray, progress, record)
+                failures = run_shards(_tasks(plan, listing, todo), opts, cfg.ray, progress, record)
             if failures:
                 first = failures[0]
                 raise JobFailedError(
@@ -203,7 +206,7 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
     passthrough = sum(r.get("passthrough", 0) for r in reports.values())
     wall = time.monotonic() - t0
     result = ConvertResult(
-        out=out, source=listing.root if listing.kind == "python" else os.path.abspath(listing.root), images_written=written, images_skipped=skipped,
+        out=out, source=listing.source_root(), images_written=written, images_skipped=skipped,
         shards=plan.num_shards, shards_built=len(built), shards_reused=reused,
         bytes=sum(r["bytes"] for r in reports.values()), wall_s=wall, ray_startup_s=ray_s,
         images_per_s=built_images / run_s if built and run_s > 0 else 0.0,

@@ -262,12 +262,14 @@ class ShardedDataset:
         return (self.transform, self.target_transform, self.decode, self.field, self.fields, self.copy)
 
     # ------------------------------------------------------------ environments
-    def _txn(self, k: int) -> lmdb.Transaction:
+    def _txn(self, k: int, path: Optional[str] = None) -> lmdb.Transaction:
+        """The read transaction of shard ``k``'s file (or of ``path`` beside it: the dual LMDB)."""
         if self._forks != envs.forks() or self._pid != os.getpid():   # forked: never touch the parent's envs
             self._txns, self._pid, self._forks = {}, os.getpid(), envs.forks()
-        txn = self._txns.get(k)
+        slot = k if path is None else ("label", k)
+        txn = self._txns.get(slot)
         if txn is None:
-            txn = self._txns[k] = registry().acquire(self._paths[k])
+            txn = self._txns[slot] = registry().acquire(self._paths[k] if path is None else path)
         return txn
 
     def _get(self, k: int, offset: int) -> memoryview:
@@ -281,12 +283,7 @@ class ShardedDataset:
         path = self._companions[k]
         if path is None:
             return None
-        if self._pid != os.getpid():
-            self._txns, self._pid = {}, os.getpid()
-        txn = self._txns.get(("label", k))
-        if txn is None:
-            txn = self._txns[("label", k)] = registry().acquire(path)
-        value = txn.get(encode_key(self._first_keys[k] + offset))
+        value = self._txn(k, path).get(encode_key(self._first_keys[k] + offset))
         if value is None:
             raise FormatError(f"{path}: key {self._first_keys[k] + offset} is missing from the dual LMDB; "
                               "rerun the conversion with rebuild=[...] naming this shard")

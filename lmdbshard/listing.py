@@ -39,6 +39,10 @@ class Listing:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def source_root(self) -> str:
+        """Where the sources are: an absolute folder, or a python source's name."""
+        return self.root if self.kind == "python" else os.path.abspath(self.root)
+
     def digest(self) -> str:
         """sha256 over (label, path[, mask]) in order: equal digests mean the same files and labels."""
         if self.identity is not None:

@@ -91,7 +91,7 @@ class OutputDir:
             "num_sources": plan.num_sources,
             "num_shards": plan.num_shards,
             "source_kind": listing.kind,
-            "source_root": listing.root if listing.kind == "python" else os.path.abspath(listing.root),
+            "source_root": listing.source_root(),
             "classes": listing.classes,
             # [path, label] per source index ([path, label, mask] for paired sources); a python source
             # has no files: its items are target[0..num_sources-1]
@@ -126,6 +126,11 @@ class OutputDir:
                      (("added", added), ("removed", removed), ("relabelled", relabelled)) if v]
             raise PlanMismatchError(f"the source listing changed since {self.root!r} was planned: "
                                     f"{', '.join(parts) or 'order or classes differ'}; {fix}")
+        root = listing.source_root()
+        if saved.get("source_root") not in (None, root):
+            raise PlanMismatchError(f"source.root changed from {saved['source_root']!r} to {root!r} since "
+                                    f"{self.root!r} was planned, and its files may differ; pass "
+                                    f"source.root={saved['source_root']} to finish that job, or {fix}")
         if saved["plan_sha256"] != plan.digest():
             raise PlanMismatchError(f"the saved plan in {self.plan_path!r} differs from the plan this version "
                                     f"computes for the same inputs; {fix}")

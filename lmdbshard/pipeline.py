@@ -50,7 +50,7 @@ def process(item, payload: Any, opts, seconds: dict[str, float]) -> Encoded:
     t0 = time.perf_counter()
     storage = opts.storage
     label = item.label
-    if isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[0], bytes):
+    if opts.python is None:   # a file source: (image bytes, mask bytes or None)
         data, mask_data = payload
         if storage.encoding == "passthrough":
             shape = _fits(data, item.path, opts)
@@ -92,7 +92,7 @@ def _encode(img, mask, label, item, storage, payload) -> Encoded:
         companion = None if mask is None else datum_of(mask, -1, item.source_index, item.round)
         return Encoded(value, companion, label, mask=mask is not None)
     if storage.encoding == "passthrough":   # the source did not fit: re-encode, lossless stays lossless
-        png = isinstance(payload, tuple) and payload[0][:8] == b"\x89PNG\r\n\x1a\n"
+        png = isinstance(payload, tuple) and isinstance(payload[0], bytes) and payload[0][:8] == b"\x89PNG\r\n\x1a\n"
         storage = dataclasses.replace(storage, encoding="png" if png else "jpeg")
     fields = [encode_image(img, storage)]
     if mask is not None:

@@ -48,7 +48,6 @@ class ShardTask:
     first_key: int
     source_root: str
     items: tuple[ShardItem, ...]
-    python: Optional[PythonSource] = None   # set for python sources: the task builds the dataset itself
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,7 @@ class WriteOptions:
     initial_map_size: int = INITIAL_MAP
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0   # the job seed: augmentation draws from plan.sample_seed(seed, source_index, round)
+    python: Optional[PythonSource] = None   # python sources: each task builds (or unpickles) the dataset
 
 
 @dataclass
@@ -100,9 +100,9 @@ def _read(root: str, item: ShardItem) -> tuple[tuple | None, str | None, float]:
         return None, f"cannot read {exc.filename or ''}: {exc.strerror or exc}", time.perf_counter() - t
 
 
-def _fetched(task: ShardTask) -> Iterator[tuple[ShardItem, object, str | None, float]]:
+def _fetched(task: ShardTask, python: PythonSource) -> Iterator[tuple[ShardItem, object, str | None, float]]:
     """A python source's items in item order: the task builds the dataset and indexes it."""
-    dataset = task.python.open()
+    dataset = python.open()
     for item in task.items:
         t = time.perf_counter()
         try:
@@ -112,10 +112,10 @@ def _fetched(task: ShardTask) -> Iterator[tuple[ShardItem, object, str | None, f
         yield item, value, error, time.perf_counter() - t
 
 
-def _prefetched(task: ShardTask) -> Iterator[tuple[ShardItem, object, str | None, float]]:
-    """File contents in item order, read by a few threads ahead of the decoder."""
-    if task.python is not None:
-        yield from _fetched(task)
+def _prefetched(task: ShardTask, python: Optional[PythonSource]) -> Iterator[tuple[ShardItem, object, str | None, float]]:
+    """File contents in item order, read by a few threads ahead of the decoder (or a python source's items)."""
+    if python is not None:
+        yield from _fetched(task, python)
         return
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="lmdbshard-read") as pool:
         window: deque = deque()
@@ -144,7 +144,7 @@ def write_shard(task: ShardTask, opts: WriteOptions,
     try:
         output = ShardOutput(task.index, task.first_key, len(task.items), opts.initial_map_size, scratch)
         last_report = time.monotonic()
-        for done, (item, data, read_error, read_s) in enumerate(_prefetched(task), 1):
+        for done, (item, data, read_error, read_s) in enumerate(_prefetched(task, opts.python), 1):
             seconds["read"] += read_s
             try:
                 if read_error:

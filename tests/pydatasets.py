@@ -41,3 +41,13 @@ class Broken:
 
     def __init__(self):
         raise RuntimeError("no data here")
+
+
+class EncodedBytes:
+    """Items of (JPEG bytes, label): bytes are not an image; each sample must be skipped with the fix."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        return b"\xff\xd8\xff\xe0 not decoded", i % 2

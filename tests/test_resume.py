@@ -247,3 +247,11 @@ def test_reader_refuses_a_truncated_shard_instead_of_crashing(copy):
         assert ds[0] is not None   # other shards still read
         with pytest.raises(ShardError, match="truncated.*lmdbshard verify"):
             ds[len(ds) - 1]
+
+
+def test_a_rerun_from_another_source_root_is_refused_before_work(copy, tmp_path, ray_local):
+    from lmdbshard import PlanMismatchError
+    tree, out = copy
+    moved = shutil.copytree(tree.root, str(tmp_path / "elsewhere"))   # same paths and labels, other files
+    with pytest.raises(PlanMismatchError, match=r"source.root changed from .* to .*elsewhere.*overwrite=true"):
+        convert(job(moved, out))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import sys
 import threading
@@ -192,3 +194,23 @@ def test_python_dataset_errors_are_one_clear_line(ray_local, tmp_path):
                                           r"pass source.target="):
         convert(ConvertConfig(source=SourceConfig(kind="python"), out=str(tmp_path / "d"), progress="none"),
                 dataset=Locked([np.zeros((4, 4, 3), np.uint8)]))
+
+
+def test_a_rerun_with_another_dataset_object_of_the_same_shape_is_refused(ray_local, tmp_path):
+    from lmdbshard import PlanMismatchError
+    from pydatasets import Squares
+    out = str(tmp_path / "out")
+    cfg = ConvertConfig(source=SourceConfig(kind="python"), out=out, shard_size=4, progress="none")
+    convert(cfg, dataset=Squares(6))
+    assert convert(cfg, dataset=Squares(6)).shards_reused == 2          # the same contents: resumable
+    with pytest.raises(PlanMismatchError, match=r"source.python changed from .*sha256:.* to .*sha256:.*overwrite=true"):
+        convert(cfg, dataset=Squares(6, masks=True))                      # same class, same length
+
+
+def test_python_items_that_are_bytes_are_skipped_with_the_fix(ray_local, tmp_path):
+    out = str(tmp_path / "out")
+    with pytest.raises(JobFailedError, match="max_error_rate"):
+        convert(ConvertConfig(source=SourceConfig(kind="python", target="pydatasets:EncodedBytes"), out=out,
+                              progress="none"))
+    reasons = {json.load(open(p))["errors"][0]["reason"] for p in glob.glob(os.path.join(out, "reports", "*.json"))}
+    assert reasons and all("the image is a bytes; return a PIL image or a uint8 array" in r for r in reasons)

@@ -71,8 +71,7 @@ def python_source(cfg: SourceConfig, dataset: Optional[object] = None) -> Python
 
 
 def list_python(cfg: SourceConfig, dataset: Optional[object] = None) -> Listing:
-    src = python_source(cfg, dataset)
-    ds = src.open("the driver") if dataset is None else dataset
+    ds = python_source(cfg).open("the driver") if dataset is None else dataset
     try:
         n = len(ds)
     except TypeError:
