@@ -21,16 +21,7 @@ from PIL import Image, ImageEnhance
 
 from .config import AugmentOp
 from .image import RESAMPLE, center_crop_box, resized_size
-
-_M = (1 << 64) - 1
-
-
-def mix64(z: int) -> int:
-    """SplitMix64 finaliser on Python ints (equal to ``plan.mix64`` on uint64)."""
-    z = (z + 0x9E3779B97F4A7C15) & _M
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M
-    return z ^ (z >> 31)
+from .plan import MASK64 as _M, mix64_int as mix64
 
 
 class Draws:

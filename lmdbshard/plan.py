@@ -27,10 +27,20 @@ def mix64(x: np.ndarray | int) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
+MASK64 = (1 << 64) - 1
+
+
+def mix64_int(z: int) -> int:
+    """``mix64`` of one value, on Python ints: no numpy scalars on per-sample paths."""
+    z = (z + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
 def sample_seed(seed: int, source_index: int, round: int) -> int:
     """Seed of one sample's random augmentation: the same on every retry, worker and resume."""
-    with np.errstate(over="ignore"):
-        return int(mix64(mix64(mix64(seed) ^ np.uint64(source_index)) ^ np.uint64(round)))
+    return mix64_int(mix64_int(mix64_int(seed) ^ source_index) ^ round)
 
 
 @dataclass(frozen=True)
