@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lmdbshard import ConfigError, LmdbshardError, convert, parse_config
-from lmdbshard.demo import DemoSpec, make_imagefolder
+from lmdbshard.tools.demo import DemoSpec, make_imagefolder
 
 log = logging.getLogger("lmdbshard")
 

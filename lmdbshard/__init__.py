@@ -2,36 +2,36 @@
 
 __version__ = "0.1.0"
 
-from .config import (  # noqa: E402
+from lmdbshard.write.config import (
     AugmentConfig, AugmentOp, ConvertConfig, RayConfig, SourceConfig, StorageConfig, TransformConfig, parse_config,
 )
-from .dataset import ShardedDataset  # noqa: E402
-from .errors import (  # noqa: E402
-    ClassMismatchError, ConfigError, DiskFullError, FormatError, FormatVersionError, JobFailedError, LmdbshardError,
-    PlanMismatchError, ResumeError, SampleError, ShardError, SourceError,
+from lmdbshard.read.dataset import ShardedDataset  # noqa: E402
+from lmdbshard.errors import (
+    ClassMismatchError, ConfigError, DiskFullError, FormatError, FormatVersionError, JobFailedError,
+    LmdbshardError, PlanMismatchError, ResumeError, SampleError, ShardError, SourceError,
 )
-from .sampler import ShardSampler  # noqa: E402
-from .verify import verify  # noqa: E402
+from lmdbshard.read.sampler import ShardSampler  # noqa: E402
+from lmdbshard.read.verify import verify  # noqa: E402
 
 
 def convert(cfg: "ConvertConfig", *, temporary: bool = False, dataset: object = None):
-    """Convert ``cfg.source`` into ``cfg.out``; see :func:`lmdbshard.coordinator.convert`. Imports Ray lazily.
+    """Convert ``cfg.source`` into ``cfg.out``; see :func:`lmdbshard.write.coordinator.convert`. Imports Ray lazily.
 
     ``temporary=True`` converts into a fresh temporary folder and returns a
-    :class:`~lmdbshard.temporary.TemporaryDataset`, a context manager that removes it when closed.
+    :class:`~lmdbshard.write.temporary.TemporaryDataset`, a context manager that removes it when closed.
     ``dataset``: an in-memory indexable dataset for ``source.kind=python`` (pickled once for the workers).
     """
     if temporary:
-        from .temporary import convert_temporary
+        from lmdbshard.write.temporary import convert_temporary
         return convert_temporary(cfg, dataset)
-    from .coordinator import convert as _convert
+    from lmdbshard.write.coordinator import convert as _convert
     return _convert(cfg, dataset)
 
 
 def ray_dataset(roots, **kwargs):
-    """A ``ray.data.Dataset`` over the shards of ``roots``; see :func:`lmdbshard.ray_data.ray_dataset`.
+    """A ``ray.data.Dataset`` over the shards of ``roots``; see :func:`lmdbshard.read.ray_data.ray_dataset`.
     Imports Ray Data lazily."""
-    from .ray_data import ray_dataset as _ray_dataset
+    from lmdbshard.read.ray_data import ray_dataset as _ray_dataset
     return _ray_dataset(roots, **kwargs)
 
 
@@ -39,7 +39,7 @@ def __getattr__(name: str):
     # ShardStream subclasses torch's IterableDataset when torch is installed: import it on first use only,
     # so that ``import lmdbshard`` never imports torch.
     if name == "ShardStream":
-        from .stream import ShardStream
+        from lmdbshard.read.stream import ShardStream
         return ShardStream
     raise AttributeError(f"module 'lmdbshard' has no attribute {name!r}")
 

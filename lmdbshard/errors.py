@@ -68,3 +68,19 @@ class DiskFullError(LmdbshardError, OSError):
 
 class JobFailedError(LmdbshardError, RuntimeError):
     """The conversion did not complete; complete shards are kept for the rerun."""
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the job; complete shards are kept, and rerunning the same command resumes.
+
+    A ``KeyboardInterrupt``, so that code which lets Ctrl-C through keeps doing so."""
+
+
+def exit_status(exc: BaseException) -> int:
+    """The process exit status every entry point uses for ``exc``: 130 for an interrupt (as a shell
+    reports SIGINT), 2 for bad input (a config, a value, a path), 1 for anything else."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, ValueError):
+        return 2
+    return 1

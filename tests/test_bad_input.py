@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from lmdbshard import StorageConfig, TransformConfig, convert
-from lmdbshard.format import raw_array, unpack_record
+from lmdbshard.format.record import raw_array, unpack_record
 
 from conftest import job, make_tree, pixels
 
@@ -163,7 +163,7 @@ UNREADABLE_SCRIPT = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {tests!r})
     from lmdbshard import StorageConfig, TransformConfig
-    from lmdbshard.shard import ShardItem, ShardTask, WriteOptions, write_shard
+    from lmdbshard.write.task import ShardItem, ShardTask, WriteOptions, write_shard
     items = (ShardItem(0, 0, "cat/ok.png", 0), ShardItem(1, 0, "cat/secret.png", 0))
     report = write_shard(ShardTask(0, 0, {root!r}, items),
                          WriteOptions(out={out!r}, transform=TransformConfig(), storage=StorageConfig(encoding="raw")))

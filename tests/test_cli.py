@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from lmdbshard import convert
-from lmdbshard.atomic import write_json_atomic
-from lmdbshard.format import Field, encode_key, pack_record, shard_filename
-from lmdbshard.manifest import build_manifest
+from lmdbshard.write.atomic import write_json_atomic
+from lmdbshard.format.record import Field, encode_key, pack_record, shard_filename
+from lmdbshard.format.manifest import build_manifest
 
 from conftest import job, make_tree
 
@@ -219,7 +219,7 @@ def test_readme_preview_is_the_documented_command_output():
 
 def test_preview_samples_are_distinct_and_of_the_asked_class(demo_out):
     from lmdbshard import ShardedDataset
-    from lmdbshard.preview import pick
+    from lmdbshard.tools.preview import pick
     with ShardedDataset(demo_out[1]) as ds:
         for seed in range(3):
             some = pick(ds, 10, seed)

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from lmdbshard import JobFailedError, PlanMismatchError, ShardedDataset, StorageConfig, TransformConfig, convert
-from lmdbshard.format import decode_key
-from lmdbshard.format import RecordHasher
+from lmdbshard.format.record import decode_key
+from lmdbshard.format.record import RecordHasher
 
 from conftest import job, make_tree
 

@@ -6,7 +6,7 @@ import os
 import pytest
 from PIL import Image
 
-from lmdbshard.demo import DemoSpec, make_imagefolder
+from lmdbshard.tools.demo import DemoSpec, make_imagefolder
 from lmdbshard.errors import SourceError
 
 SPEC = DemoSpec(classes=3, per_class=4)

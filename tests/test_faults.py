@@ -20,7 +20,7 @@ import threading
 import pytest
 
 from lmdbshard import convert
-from lmdbshard.verify import verify
+from lmdbshard.read.verify import verify
 
 from conftest import job, make_tree
 from faults import FifoImage, readers_of, wait_for

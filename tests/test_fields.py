@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lmdbshard import ShardedDataset
-from lmdbshard.format import Field, encode_key, pack_record, shard_filename
+from lmdbshard.format.record import Field, encode_key, pack_record, shard_filename
 
 
 def image(i: int) -> np.ndarray:

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from lmdbshard.errors import FormatError, FormatVersionError
-from lmdbshard.format import (
-    DTYPES, ENCODINGS, FIELD_HEADER, FORMAT_VERSION, KEY_WIDTH, MAX_KEY, RECORD_HEADER, Field,
-    decode_key, encode_key, pack_record, raw_array, record_crc, unpack_record,
+from lmdbshard.format.record import (
+    DTYPES, ENCODINGS, FIELD_HEADER, FORMAT_VERSION, KEY_WIDTH, MAX_KEY, RECORD_HEADER, Field, decode_key,
+    encode_key, pack_record, raw_array, record_crc, unpack_record,
 )
 
 positions = st.integers(min_value=0, max_value=MAX_KEY)

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from lmdbshard.config import IMG_EXTENSIONS
+from lmdbshard.write.config import IMG_EXTENSIONS
 from lmdbshard.errors import SourceError
-from lmdbshard.listing import list_imagefolder
+from lmdbshard.write.sources.imagefolder import list_imagefolder
 
 from conftest import make_tree
 

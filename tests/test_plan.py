@@ -3,7 +3,8 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from lmdbshard.plan import make_plan, mix64, sample_seed
+from lmdbshard.write.plan import make_plan
+from lmdbshard.format.splitmix import mix64, sample_seed
 
 sizes = st.integers(1, 3000)
 seeds = st.integers(0, 2**63 - 1)

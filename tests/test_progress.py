@@ -3,7 +3,7 @@
 import io
 import logging
 
-from lmdbshard.progress import Progress, stage_fractions, stage_shares
+from lmdbshard.write.progress import Progress, stage_fractions, stage_shares
 
 
 class FakeTTY(io.StringIO):

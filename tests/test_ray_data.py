@@ -29,7 +29,7 @@ def test_rows_match_the_dataset(demo_out, ray_local, decode):
 
 
 def test_one_read_task_per_shard_at_most_and_small_blocks(demo_out, ray_local):
-    from lmdbshard.ray_data import ShardDatasource
+    from lmdbshard.read.ray_data import ShardDatasource
     _, out = demo_out
     ds = ShardedDataset(out, fields="all")
     tasks = ShardDatasource(ds).get_read_tasks(100)

@@ -14,9 +14,9 @@ import lmdb
 import pytest
 
 from lmdbshard import ConfigError, JobFailedError, StorageConfig, convert
-from lmdbshard.plan import make_plan
-from lmdbshard.shard import ShardItem, ShardTask, WriteOptions, write_shard
-from lmdbshard.verify import verify
+from lmdbshard.write.plan import make_plan
+from lmdbshard.write.task import ShardItem, ShardTask, WriteOptions, write_shard
+from lmdbshard.read.verify import verify
 
 from conftest import job, make_tree
 from test_convert import stored_items
@@ -40,7 +40,7 @@ def flip_byte_in_record(shard: str, nth: int = 2, into: int = 120) -> str:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmdbshard.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lmdbshard.tools.cli", *args], capture_output=True, text=True,
                           timeout=120)
 
 
@@ -201,7 +201,7 @@ def test_disk_full_names_the_shard_leaves_no_partial_and_a_rerun_completes(tree,
 def test_disk_full_on_publish_is_a_clear_error(tree, tmp_path, monkeypatch):
     """The same path on any machine: the copy into the output goes to /dev/full, which answers ENOSPC."""
     import contextlib
-    import lmdbshard.builder as builder_module
+    import lmdbshard.write.writer as builder_module
 
     @contextlib.contextmanager
     def full_device(final):

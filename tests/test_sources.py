@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmdbshard import (AugmentConfig, AugmentOp, ConvertConfig, JobFailedError, RayConfig, ShardedDataset,
-                       SourceConfig, SourceError, StorageConfig, TransformConfig, convert)
-from lmdbshard.listing import list_imagefolder
-from lmdbshard.sources import list_source
+from lmdbshard import (
+    AugmentConfig, AugmentOp, ConvertConfig, JobFailedError, RayConfig, ShardedDataset, SourceConfig, SourceError,
+    StorageConfig, TransformConfig, convert,
+)
+from lmdbshard.write.sources.imagefolder import list_imagefolder
+from lmdbshard.write.sources import list_source
 
 import reference as ref
 from conftest import pixels

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from lmdbshard import ShardedDataset
-from lmdbshard.stream import ShardStream
+from lmdbshard.read.stream import ShardStream
 
 from conftest import assert_exactly_once
 

@@ -10,7 +10,7 @@ the limit on this machine, with every target reported as PASS or MISS.
 - ``run.py``: ``run_bench``, all of it in order.
 """
 
-from .config import BenchConfig, CorpusConfig
-from .run import run_bench
+from lmdbshard.benchmark.config import BenchConfig, CorpusConfig
+from lmdbshard.benchmark.run import run_bench
 
 __all__ = ["BenchConfig", "CorpusConfig", "run_bench"]

@@ -21,8 +21,8 @@ import lmdb
 import numpy as np
 from PIL import Image
 
-from ..config import TransformConfig
-from ..image import RESAMPLE, REDUCING_GAP, resized_size
+from lmdbshard.write.config import TransformConfig
+from lmdbshard.write.image import RESAMPLE, REDUCING_GAP, resized_size
 
 _chain: tuple[TransformConfig, int] | None = None   # (transform, JPEG quality) in a pool process
 

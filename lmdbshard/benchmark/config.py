@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import ConfigError
+from lmdbshard.errors import ConfigError
 
 
 @dataclass

@@ -18,9 +18,9 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from ..config import ConvertConfig
-from ..listing import Listing
-from .baselines import BarePool, source_files
+from lmdbshard.write.config import ConvertConfig
+from lmdbshard.write.listing import Listing
+from lmdbshard.benchmark.baselines import BarePool, source_files
 
 log = logging.getLogger("lmdbshard")
 
@@ -53,14 +53,14 @@ def _warm_ray_workers(n: int) -> int:
 
     @ray.remote(num_cpus=1)
     def _import() -> int:
-        from .. import shard   # noqa: F401
+        from lmdbshard.write import task as shard  # noqa: F401
         return os.nice(0)
 
     return max(ray.get([_import.remote() for _ in range(2 * n)]))
 
 
 def _lmdbshard_once(base: ConvertConfig, out: str, cpus: int, workers: int) -> float:
-    from ..coordinator import convert
+    from lmdbshard.write.coordinator import convert
     shutil.rmtree(out, ignore_errors=True)
     cfg = dataclasses.replace(base, out=out, overwrite=False,
                               ray=dataclasses.replace(base.ray, cpus_per_task=cpus / workers, max_in_flight=None))

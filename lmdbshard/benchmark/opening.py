@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import lmdb
 
-from .. import __version__
-from ..atomic import write_json_atomic
-from ..format import MANIFEST_NAME, Field, RecordHasher, encode_key, pack_record, shard_filename
-from ..manifest import build_manifest
+from lmdbshard import __version__
+from lmdbshard.write.atomic import write_json_atomic
+from lmdbshard.format.record import MANIFEST_NAME, Field, RecordHasher, encode_key, pack_record, shard_filename
+from lmdbshard.format.manifest import build_manifest
 
 
 @dataclass

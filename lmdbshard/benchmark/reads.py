@@ -23,12 +23,12 @@ from typing import Iterator
 
 import numpy as np
 
-from ..bench import measure, measure_interleaved
-from ..dataset import ShardedDataset
-from ..envs import registry
-from ..listing import Listing
-from ..stream import ShardStream
-from .baselines import BareShards, imagefolder_read, pil_decode, source_files
+from lmdbshard.tools.read_speed import measure, measure_interleaved
+from lmdbshard.read.dataset import ShardedDataset
+from lmdbshard.read.envs import registry
+from lmdbshard.write.listing import Listing
+from lmdbshard.read.stream import ShardStream
+from lmdbshard.benchmark.baselines import BareShards, imagefolder_read, pil_decode, source_files
 
 
 @dataclass
@@ -118,6 +118,6 @@ def run_reads(jpeg_root: str, raw_root: str, listing: Listing, samples: int, sec
 
 
 def _transform_of(root: str) -> tuple[int | None, str]:
-    from ..manifest import load_manifest
+    from lmdbshard.format.manifest import load_manifest
     t = load_manifest(root).data["config"]["transform"]
     return t.get("resize_shorter"), t.get("resample", "bilinear")

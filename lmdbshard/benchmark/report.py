@@ -7,9 +7,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from .conversion import ConversionTimes
-from .opening import OpenResult
-from .reads import ReadTimes
+from lmdbshard.benchmark.conversion import ConversionTimes
+from lmdbshard.benchmark.opening import OpenResult
+from lmdbshard.benchmark.reads import ReadTimes
 
 
 @dataclass
@@ -170,6 +170,6 @@ def environment(repeats: int) -> dict:
 
     import ray
 
-    from ..bench import environment as read_environment
+    from lmdbshard.tools.read_speed import environment as read_environment
     return read_environment() | {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,
                                  "repeats": repeats}

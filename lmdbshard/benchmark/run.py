@@ -7,15 +7,15 @@ import dataclasses
 import logging
 import os
 
-from ..atomic import write_json_atomic
-from ..config import ConvertConfig, RayConfig, StorageConfig
-from ..demo import DemoSpec, make_imagefolder
-from ..listing import list_imagefolder
-from .config import BenchConfig
-from .conversion import run_conversions
-from .opening import make_many_shards, time_open
-from .reads import run_reads
-from .report import BenchReport, environment
+from lmdbshard.write.atomic import write_json_atomic
+from lmdbshard.write.config import ConvertConfig, RayConfig, StorageConfig
+from lmdbshard.tools.demo import DemoSpec, make_imagefolder
+from lmdbshard.write.sources.imagefolder import list_imagefolder
+from lmdbshard.benchmark.config import BenchConfig
+from lmdbshard.benchmark.conversion import run_conversions
+from lmdbshard.benchmark.opening import make_many_shards, time_open
+from lmdbshard.benchmark.reads import run_reads
+from lmdbshard.benchmark.report import BenchReport, environment
 
 log = logging.getLogger("lmdbshard")
 
@@ -33,8 +33,8 @@ def corpus_root(bench: BenchConfig) -> str:
 
 def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     """Run every comparison; write the JSON when ``bench.json`` is set. ``base`` is the conversion under test."""
-    from ..coordinator import convert
-    from ..runner import ray_session
+    from lmdbshard.write.coordinator import convert
+    from lmdbshard.write.runner import ray_session
     bench.validate()
     root = corpus_root(bench)
     listing = list_imagefolder(root, base.source.extensions)

@@ -1,0 +1,176 @@
+"""Checking shards on disk against what was planned: keys, counts, checksums, record CRCs, decoding.
+
+One function, ``check_shard``, serves both ``lmdbshard verify`` (every shard of a
+finished dataset, every record decoded) and the resume path (each complete shard
+of an interrupted job, checksum only), so a shard is "complete" by one definition.
+Checks run on threads: hashing and decoding release the GIL.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+import lmdb
+
+from lmdbshard.read.decode import decode_field
+from lmdbshard.read.envs import open_shard
+from lmdbshard.errors import FormatError, ShardError
+from lmdbshard.format.datum import datum_array, decode_datum
+from lmdbshard.format.record import RecordHasher, encode_key, record_crc, unpack_record
+from lmdbshard.format.manifest import RECORD_FORMAT, load_manifest
+
+MAX_PROBLEMS_PER_SHARD = 20
+
+
+@dataclass(frozen=True)
+class ShardExpectation:
+    """What shard ``index`` must hold: keys first_key .. first_key+count-1 whose records hash to sha256."""
+
+    index: int
+    path: str
+    first_key: int
+    count: int
+    sha256: str
+    record_format: str = RECORD_FORMAT   # "caffe_datum": every value is a Datum, without a record CRC
+
+
+@dataclass(frozen=True)
+class Problem:
+    shard: Optional[int]   # None: the dataset as a whole
+    key: Optional[str]     # the LMDB key of the bad record, or None for the shard as a whole
+    message: str
+
+    def __str__(self) -> str:
+        where = "manifest" if self.shard is None else f"shard {self.shard}"
+        where += f" key {self.key}" if self.key is not None else ""
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class VerifyResult:
+    root: str
+    shards: int
+    records: int
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def broken_shards(self) -> list[int]:
+        return sorted({p.shard for p in self.problems if p.shard is not None})
+
+
+def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[Problem]]:
+    """Re-read one shard; returns (records read, problems). An empty list means the shard is intact."""
+    problems: list[Problem] = []
+
+    def problem(key: Optional[bytes], message: str) -> None:
+        if len(problems) < MAX_PROBLEMS_PER_SHARD:
+            problems.append(Problem(exp.index, None if key is None else bytes(key).decode("ascii", "replace"),
+                                    message))
+
+    if not os.path.isfile(exp.path):
+        problem(None, f"file {exp.path} is missing")
+        return 0, problems
+    hasher = RecordHasher()
+    n = 0
+    key = None
+    try:
+        env = open_shard(exp.path)
+    except (lmdb.Error, ShardError) as exc:
+        problem(None, f"cannot open {exp.path} as LMDB: {exc}" if isinstance(exc, lmdb.Error) else str(exc))
+        return 0, problems
+    try:
+        with env.begin(buffers=True) as txn:
+            for key, value in txn.cursor():
+                expected = encode_key(exp.first_key + n)
+                n += 1
+                hasher.update(key, value)
+                if bytes(key) != expected:
+                    problem(key, f"key out of place: expected {expected.decode()} at record {n - 1}")
+                    continue
+                problem_text = (_check_record(value, decode) if exp.record_format == RECORD_FORMAT
+                                else _check_datum(value, decode))
+                if problem_text:
+                    problem(key, problem_text)
+    except lmdb.Error as exc:
+        after = f" after key {bytes(key).decode('ascii', 'replace')}" if key is not None else ""
+        problem(None, f"LMDB error{after}: {exc}")
+        return n, problems
+    finally:
+        env.close()
+    if n != exp.count:
+        problem(None, f"holds {n} records, expected {exp.count}")
+    if hasher.hexdigest() != exp.sha256:
+        problem(None, f"records checksum {hasher.hexdigest()[:16]}... differs from the recorded "
+                      f"{exp.sha256[:16]}...")
+    return n, problems
+
+
+def _check_record(value: memoryview, decode: bool) -> Optional[str]:
+    """Why a record is bad, or None: its CRC, its structure and (with ``decode``) every field's pixels."""
+    try:
+        stored, computed = record_crc(value)
+        if stored != computed:
+            return f"record CRC mismatch (stored {stored:08x}, computed {computed:08x}): its bytes changed on disk"
+        if decode:
+            for f in unpack_record(value).fields.values():
+                decode_field(f)
+    except (FormatError, OSError, ValueError, SyntaxError) as exc:   # PIL raises OSError/SyntaxError
+        return f"does not decode: {exc}"
+    return None
+
+
+def _check_datum(value: memoryview, decode: bool) -> Optional[str]:
+    """Why a Datum value is bad, or None: it parses and (with ``decode``) its image decodes."""
+    try:
+        d = decode_datum(value)
+        if decode:
+            datum_array(d)
+    except (FormatError, OSError, ValueError, SyntaxError) as exc:
+        return f"does not decode: {exc}"
+    return None
+
+
+def check_shards(expectations: Iterable[ShardExpectation], decode: bool = True, workers: Optional[int] = None,
+                 on_done: Optional[Callable[[ShardExpectation, list[Problem]], None]] = None
+                 ) -> tuple[int, list[Problem]]:
+    """Check many shards on a thread pool; returns (records read, problems in shard order)."""
+    expectations = list(expectations)
+    workers = workers or min(8, os.cpu_count() or 1)
+    records, problems = 0, []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lmdbshard-verify") as pool:
+        for exp, (n, found) in zip(expectations, pool.map(lambda e: check_shard(e, decode), expectations)):
+            records += n
+            problems += found
+            if on_done is not None:
+                on_done(exp, found)
+    return records, problems
+
+
+def verify(root: str, decode: bool = True, workers: Optional[int] = None,
+           on_done: Optional[Callable[[ShardExpectation, list[Problem]], None]] = None) -> VerifyResult:
+    """Check every shard of a finished dataset against its manifest."""
+    m = load_manifest(root)
+    expectations = [ShardExpectation(s.index, m.shard_path(s), s.first_key, s.count, s.sha256, m.record_format)
+                    for s in m.shards]
+    companions = [ShardExpectation(s.index, m.label_path(s), s.first_key, s.count, s.label_sha256, m.record_format)
+                  for s in m.shards if s.label_file]   # the dual LMDB of Datum mode: same keys, its own checksum
+    problems = []
+    ends = [s.first_key + s.count for s in m.shards]
+    for prev_end, s in zip([0] + ends, m.shards):
+        if s.first_key < prev_end:
+            problems.append(Problem(s.index, None, f"key range starts at {s.first_key}, inside the previous "
+                                                   f"shard's range (which ends at {prev_end - 1})"))
+    records, found = check_shards(expectations, decode, workers, on_done)
+    found += check_shards(companions, decode, workers)[1]
+    problems += found
+    if records != m.num_samples and not found:
+        problems.append(Problem(None, None, f"manifest says {m.num_samples} samples, shards hold {records}"))
+    return VerifyResult(root, len(expectations), records, problems)
+

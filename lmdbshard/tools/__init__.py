@@ -1,0 +1,1 @@
+"""The ``lmdbshard`` command line and its subcommands, and the pictures they draw."""

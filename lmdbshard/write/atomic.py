@@ -1,0 +1,87 @@
+"""Publishing files atomically: readers see the old file or the whole new one, never a torn one.
+
+Write under a ``*.partial`` name, fsync it, ``os.replace`` it into place, fsync the folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from lmdbshard.errors import DiskFullError
+from lmdbshard.format.record import PARTIAL_SUFFIX
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def publishing(final: str) -> Iterator[int]:
+    """Yield the fd of a ``*.partial`` file beside ``final``; on success fsync and rename it into place."""
+    folder = os.path.dirname(os.path.abspath(final))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(final)}.", suffix=PARTIAL_SUFFIX, dir=folder)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; give it the mode open() would
+        yield fd
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, final)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        remove_quietly(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+
+
+def free_bytes(folder: str) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def disk_full_message(folder: str, doing: str, needed: int, hint: str = "") -> str:
+    """One line for a full disk: where, while doing what, how much is needed and free, and the fix."""
+    return (f"no space left on the disk holding {folder} while {doing}: it needs about {needed / 1e6:.1f} MB, "
+            f"{free_bytes(folder) / 1e6:.1f} MB is free; free some space{' ' + hint if hint else ''} and rerun "
+            "the same command (complete shards are kept)")
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    data = json.dumps(obj, indent=1).encode() + b"\n"
+    try:
+        with publishing(path) as fd:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(disk_full_message(os.path.dirname(os.path.abspath(path)),
+                                                  f"writing {os.path.basename(path)}", len(data))) from exc
+        raise

@@ -1,0 +1,82 @@
+"""Decoding and transforming one source image, deterministically.
+
+A shard task runs ``decode_rgb`` then ``transform`` before encoding (timed apart):
+open from bytes, refuse decompression bombs, JPEG draft decoding when
+downscaling, EXIF orientation, conversion to 8-bit RGB; then resize of the
+shorter side and center crop. Failures raise SampleError with a reason a person
+can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lmdbshard.write.config import TransformConfig
+from lmdbshard.errors import SampleError
+from lmdbshard.read.decode import to_rgb
+
+#: Pillow's filters are antialiased when downscaling. Bilinear costs about 40% less than bicubic
+#: on a 500 px -> 256 px resize (measured: 1.26 vs 2.06 ms), and resizing is the dearest stage.
+RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+            "lanczos": Image.Resampling.LANCZOS}
+REDUCING_GAP = 3.0
+
+
+def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """Size with the shorter side equal to ``shorter`` and the aspect ratio kept (rounded)."""
+    if width <= height:
+        return shorter, max(1, round(height * shorter / width))
+    return max(1, round(width * shorter / height)), shorter
+
+
+def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """Box of a ``size`` x ``size`` center crop, as torchvision rounds it (may extend past the image)."""
+    left = int(round((width - size) / 2.0))
+    top = int(round((height - size) / 2.0))
+    return left, top, left + size, top + size
+
+
+def decode_rgb(data: bytes, path: str, cfg: TransformConfig) -> Image.Image:
+    """Decode into upright 8-bit RGB (JPEG drafted towards the target size when that is set)."""
+    if not data:
+        raise SampleError(path, "empty file (0 bytes)")
+    # Pillow refuses (or warns about) images over its own process-wide limit while opening them,
+    # before our check below could run: make its limit ours.
+    Image.MAX_IMAGE_PIXELS = cfg.max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncated-EXIF and similar chatter; failures still raise
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > cfg.max_pixels:
+                raise SampleError(path, f"{width}x{height} = {width * height} pixels is over the "
+                                        f"decompression-bomb limit {cfg.max_pixels}; raise transform.max_pixels to allow it")
+            if cfg.draft and cfg.resize_shorter and img.format == "JPEG":
+                img.draft("RGB", resized_size(width, height, cfg.resize_shorter))
+            ImageOps.exif_transpose(img, in_place=True)   # not a copy: that copied every upright image (2% of a job)
+            img = to_rgb(img)
+    except SampleError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise SampleError(path, f"over the decompression-bomb limit {cfg.max_pixels} pixels ({exc}); "
+                                "raise transform.max_pixels to allow it") from None
+    except UnidentifiedImageError:
+        raise SampleError(path, "not an image Pillow can identify (corrupt, or a different file type)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise SampleError(path, f"cannot decode: {exc}") from None
+    return img
+
+
+def transform(img: Image.Image, cfg: TransformConfig) -> Image.Image:
+    """Resize the shorter side, then center crop, as configured."""
+    if cfg.resize_shorter:
+        size = resized_size(img.width, img.height, cfg.resize_shorter)
+        if size != img.size:
+            img = img.resize(size, RESAMPLE[cfg.resample], reducing_gap=REDUCING_GAP)
+    if cfg.center_crop:
+        img = img.crop(center_crop_box(img.width, img.height, cfg.center_crop))
+    return img

@@ -1,0 +1,72 @@
+"""Listing a source tree: which files, in which order, with which labels.
+
+ImageFolder semantics are torchvision's, exactly: class folders are the sorted
+directory names under ``root`` (label = rank), images are found recursively with
+symlinks followed, extensions matched case-insensitively, directories visited in
+``sorted(os.walk(...))`` order and files sorted. Two deliberate differences, both
+recorded as warnings: an empty class folder keeps its label instead of failing
+the listing, and a directory reached twice through symlinks (a loop) is listed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from lmdbshard.errors import SourceError
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A deterministic, labelled source listing: item ``i`` is ``paths[i]`` (relative to ``root``, '/'
+    separators) with ``labels[i]`` (-1: none) and, for paired sources, ``mask_paths[i]``.
+
+    A python source has no files: ``paths`` name the items (``target[i]``) and ``identity`` stands in
+    for the file names in the digest; its labels are known only once the workers read the items.
+    """
+
+    root: str
+    classes: list[str]
+    paths: Sequence[str]
+    labels: Sequence[int]
+    warnings: list[str] = field(default_factory=list)
+    kind: str = "imagefolder"
+    mask_paths: Optional[list[str]] = None
+    identity: Optional[str] = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def source_root(self) -> str:
+        """Where the sources are: an absolute folder, or a python source's name."""
+        return self.root if self.kind == "python" else os.path.abspath(self.root)
+
+    def digest(self) -> str:
+        """sha256 over (label, path[, mask]) in order: equal digests mean the same files and labels."""
+        if self.identity is not None:
+            return hashlib.sha256(f"{self.kind}\t{self.identity}\t{len(self)}".encode()).hexdigest()
+        h = hashlib.sha256()
+        masks = self.mask_paths or ()
+        for i, (path, label) in enumerate(zip(self.paths, self.labels)):
+            mask = b"\t" + os.fsencode(masks[i]) if masks else b""
+            h.update(b"%d\t" % label + os.fsencode(path) + mask + b"\n")
+        return h.hexdigest()
+
+
+class IndexNames(Sequence[str]):
+    """``name[0]``, ``name[1]``, ...: the item names of a python source, without storing them."""
+
+    def __init__(self, name: str, n: int):
+        self.name, self.n = name, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return f"{self.name}[{i % self.n}]"

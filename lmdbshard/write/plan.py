@@ -1,0 +1,62 @@
+"""The shuffle plan: a pure function from (number of sources, seed, shard size, rounds) to positions.
+
+Item ``i`` stands for source ``i % num_sources`` in augmentation round ``i // num_sources``.
+``order[p]`` is the item at global position ``p``; shard ``k`` holds positions
+``[k*S, (k+1)*S)``. The permutation sorts items by a SplitMix64 hash of
+(seed, item), so it is reproducible by any implementation and never changes
+with the numpy version (numpy's Generator streams are not guaranteed stable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmdbshard.format.splitmix import mix64
+
+
+@dataclass(frozen=True)
+class Plan:
+    num_sources: int
+    seed: int
+    shard_size: int
+    rounds: int
+    order: np.ndarray  # int64, order[p] = item id at global position p
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_sources * self.rounds
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_samples // self.shard_size)
+
+    def shard_range(self, k: int) -> tuple[int, int]:
+        if not 0 <= k < self.num_shards:
+            raise IndexError(f"shard {k} out of range [0, {self.num_shards})")
+        start = k * self.shard_size
+        return start, min(start + self.shard_size, self.num_samples)
+
+    def shard_items(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source indices, rounds) of shard ``k``'s positions, in position (= key) order."""
+        start, stop = self.shard_range(k)
+        items = self.order[start:stop]
+        return items % self.num_sources, items // self.num_sources
+
+    def digest(self) -> str:
+        h = hashlib.sha256(b"lmdbshard-plan-v1")
+        h.update(np.asarray([self.num_sources, self.seed, self.shard_size, self.rounds], dtype="<u8").tobytes())
+        h.update(self.order.astype("<i8").tobytes())
+        return h.hexdigest()
+
+
+def make_plan(num_sources: int, seed: int, shard_size: int, rounds: int = 1) -> Plan:
+    if num_sources <= 0 or shard_size <= 0 or rounds <= 0:
+        raise ValueError(f"plan needs positive sizes, got sources={num_sources}, shard_size={shard_size}, rounds={rounds}")
+    n = num_sources * rounds
+    with np.errstate(over="ignore"):
+        keys = mix64(np.arange(n, dtype=np.uint64) ^ mix64(seed))
+    order = np.argsort(keys, kind="stable").astype(np.int64)
+    return Plan(num_sources, seed, shard_size, rounds, order)

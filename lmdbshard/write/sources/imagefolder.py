@@ -1,0 +1,70 @@
+"""The ``imagefolder`` source: ``root/<class>/**/<image>``, listed in torchvision's ImageFolder order."""
+
+from __future__ import annotations
+
+import os
+
+from lmdbshard.write.listing import Listing
+from lmdbshard.errors import SourceError
+
+
+def list_imagefolder(root: str, extensions: list[str] | tuple[str, ...]) -> Listing:
+    """List ``root/<class>/**/<file>`` the way torchvision's ImageFolder does."""
+    if not os.path.isdir(root):
+        raise SourceError(f"source root {root!r} is not a directory; pass source.root=/path/to/imagefolder")
+    exts = tuple(e.lower() for e in extensions)
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    if not classes:
+        raise SourceError(f"source root {root!r} has no class folders; expected root/<class>/<image> files")
+    paths: list[str] = []
+    labels: list[int] = []
+    warnings: list[str] = []
+    # A symlink back to the root or into another class folder would list images under the wrong label.
+    fenced = {_dir_id(root)} | {_dir_id(os.path.join(root, c)) for c in classes}
+    for label, name in enumerate(classes):
+        found = 0
+        for dirpath, fnames in _walk_once(os.path.join(root, name), fenced, warnings):
+            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            for fname in sorted(fnames):
+                if fname.lower().endswith(exts):
+                    paths.append(f"{rel}/{fname}")
+                    labels.append(label)
+                    found += 1
+        if not found:
+            warnings.append(f"class folder {name!r} (label {label}) has no images with extensions {', '.join(exts)}")
+    if not paths:
+        raise SourceError(f"source root {root!r} has no images with extensions {', '.join(exts)}; "
+                          "check source.root and source.extensions")
+    return Listing(root, classes, paths, labels, warnings)
+
+
+def _dir_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk_once(top: str, fenced: set, warnings: list[str]) -> list[tuple[str, list[str]]]:
+    """``sorted(os.walk(top, followlinks=True))`` as (dirpath, files), entering each real directory
+    once and never entering a ``fenced`` one (the root and the class folders) below ``top``."""
+    seen = set(fenced)
+    found = []
+    for dirpath, dirnames, fnames in os.walk(top, followlinks=True,
+                                             onerror=lambda e: warnings.append(f"cannot read {e.filename!r}: {e.strerror}")):
+        keep = []
+        for d in dirnames:
+            try:
+                st = os.stat(os.path.join(dirpath, d))
+            except OSError as exc:
+                warnings.append(f"cannot read {os.path.join(dirpath, d)!r}: {exc.strerror}")
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                warnings.append(f"skipped {os.path.join(dirpath, d)!r}: a symlink loop, or a folder listed elsewhere")
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            keep.append(d)
+        dirnames[:] = keep
+        found.append((dirpath, fnames))
+    return sorted(found)

@@ -1,0 +1,45 @@
+"""Paired image and mask folders for segmentation: ``root/images/<stem>.*`` with ``root/masks/<stem>.*``.
+
+Files pair by their path below each folder without the extension (``a/b.jpg`` with ``a/b.png``).
+Images without a mask, and masks without an image, are left out and named in the warnings.
+Records carry no label (-1); the mask is the record's ``mask`` field.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lmdbshard.write.config import SourceConfig
+from lmdbshard.errors import SourceError
+from lmdbshard.write.listing import Listing
+
+
+def _stems(top: str, exts: tuple[str, ...]) -> dict[str, str]:
+    """stem (relative, '/' separators, no extension) -> relative path, in sorted walk order."""
+    found: dict[str, str] = {}
+    for dirpath, dirnames, fnames in sorted(os.walk(top, followlinks=True)):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, top).replace(os.sep, "/")
+        for name in sorted(fnames):
+            if name.lower().endswith(exts):
+                path = name if rel == "." else f"{rel}/{name}"
+                found.setdefault(os.path.splitext(path)[0], path)
+    return found
+
+
+def list_paired(cfg: SourceConfig) -> Listing:
+    root = os.path.expanduser(cfg.root)
+    exts = tuple(e.lower() for e in cfg.extensions)
+    images = _stems(os.path.join(root, cfg.images_dir), exts)
+    masks = _stems(os.path.join(root, cfg.masks_dir), exts)
+    stems = sorted(set(images) & set(masks))
+    if not stems:
+        raise SourceError(f"no image in {cfg.root!r}/{cfg.images_dir} has a mask with the same stem in "
+                          f"{cfg.masks_dir}; check source.images_dir and source.masks_dir")
+    warnings = []
+    for what, only in (("images without a mask", set(images) - set(masks)),
+                       ("masks without an image", set(masks) - set(images))):
+        if only:
+            warnings.append(f"{len(only)} {what} are left out (e.g. {sorted(only)[0]!r})")
+    return Listing(root, [], [f"{cfg.images_dir}/{images[s]}" for s in stems], [-1] * len(stems), warnings,
+                   kind="paired", mask_paths=[f"{cfg.masks_dir}/{masks[s]}" for s in stems])
