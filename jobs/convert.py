@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lmdbshard import ConfigError, LmdbshardError, convert, parse_config
+from lmdbshard.errors import JobInterrupted, exit_status
 from lmdbshard.tools.demo import DemoSpec, make_imagefolder
 
 log = logging.getLogger("lmdbshard")
@@ -30,9 +31,12 @@ def main(cfg: DictConfig) -> None:
                 raise ConfigError(f"demo: {exc}") from None
             make_imagefolder(job.source.root, spec)
         result = convert(job)
+    except JobInterrupted as exc:   # SIGINT or SIGTERM: one line, the tasks cancelled, scratch removed
+        print(f"lmdbshard: {exc}", file=sys.stderr)
+        sys.exit(exit_status(exc))
     except (LmdbshardError, OSError) as exc:
         print(f"lmdbshard: error: {exc}", file=sys.stderr)
-        sys.exit(2 if isinstance(exc, ValueError) else 1)
+        sys.exit(exit_status(exc))
     print(result.summary())
 
 

@@ -1,10 +1,13 @@
-"""Tools for fault-injection tests: an image file that holds its reader until released, and finding
-the process that is reading it, so a test can kill exactly the worker that is mid-shard."""
+"""Tools for fault-injection tests: an image file that holds its reader until released, finding the
+process that is reading it (so a test can kill exactly the worker that is mid-shard), and a real driver
+process whose session holds every process it starts."""
 
 from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Callable
@@ -85,3 +88,36 @@ def wait_for(condition: Callable[[], object], timeout: float = 120.0, what: str 
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+DRIVER_ARGS = ["shard_size=5", "transform.resize_shorter=32", "storage.quality=90", "progress=log",
+               "log_interval_s=0.2", "ray.num_cpus=2", "ray.max_in_flight=4"]
+
+
+def start_driver(src: str, out: str, *overrides: str) -> subprocess.Popen:
+    """``jobs/convert.py`` as a user runs it, in a session of its own: a signal to its process group is
+    what a terminal's Ctrl-C sends, and the session finds every process it started (Ray's included)."""
+    cmd = [sys.executable, os.path.join(REPO, "jobs", "convert.py"), "--config-name", "base",
+           f"source.root={src}", f"out={out}", *DRIVER_ARGS, *overrides]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def session_processes(sid: int) -> dict[int, str]:
+    """Live processes of session ``sid`` (pid -> command line); zombies are left out."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) != sid or fields[0] == "Z":
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                found[int(pid)] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found

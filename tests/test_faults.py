@@ -23,11 +23,10 @@ from lmdbshard import convert
 from lmdbshard.read.verify import verify
 
 from conftest import job, make_tree
-from faults import FifoImage, readers_of, wait_for
+from faults import FifoImage, readers_of, start_driver, wait_for
 from test_convert import stored_items
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(TESTS)
 HELD = "dog/img_03.jpg"
 
 
@@ -70,22 +69,12 @@ def test_worker_killed_mid_shard_is_retried_and_writes_the_shard_once(reference,
     assert os.listdir(scratch) == []   # the retry removed the dead attempt's scratch folder
 
 
-DRIVER_ARGS = ["shard_size=5", "transform.resize_shorter=32", "storage.quality=90", "progress=log",
-               "log_interval_s=0.2", "ray.num_cpus=2", "ray.max_in_flight=4"]
-
-
-def run_job(src: str, out: str) -> subprocess.Popen:
-    cmd = [sys.executable, os.path.join(REPO, "jobs", "convert.py"), "--config-name", "base",
-           f"source.root={src}", f"out={out}", *DRIVER_ARGS]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def test_driver_killed_mid_job_then_the_same_command_finishes_the_rest(reference, tmp_path):
     records, src = reference
     src = shutil.copytree(src, str(tmp_path / "src"))
     out = str(tmp_path / "out")
     held = FifoImage(os.path.join(src, HELD))
-    driver = run_job(src, out)
+    driver = start_driver(src, out, f"hydra.run.dir={tmp_path / 'hydra'}")
     try:
         reports = os.path.join(out, "reports")
         wait_for(lambda: readers_of(held.path) and len(glob.glob(os.path.join(reports, "*.json"))) >= 3,
@@ -99,7 +88,7 @@ def test_driver_killed_mid_job_then_the_same_command_finishes_the_rest(reference
         held.restore()   # the held worker sees the pipe close: its shard never completes
     done_before = sorted(os.listdir(os.path.join(out, "reports")))
     assert not os.path.exists(os.path.join(out, "manifest.json"))
-    rerun = run_job(src, out)
+    rerun = start_driver(src, out, f"hydra.run.dir={tmp_path / 'hydra'}")
     log, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, log[-3000:]
     built = 5 - len(done_before)
@@ -114,7 +103,7 @@ CLUSTER_SCRIPT = textwrap.dedent("""
     import ray
     from ray.cluster_utils import Cluster
     from conftest import job
-    from faults import FifoImage, readers_of, wait_for
+    from faults import FifoImage, readers_of, start_driver, wait_for
     from lmdbshard import RayConfig, convert
 
     src, out = {src!r}, {out!r}

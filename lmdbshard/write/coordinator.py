@@ -27,7 +27,7 @@ from lmdbshard.write.atomic import write_json_atomic
 from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT, build_manifest, class_counts
 from lmdbshard.write.resume import OutputDir, identity_hash
 from lmdbshard.write.plan import Plan, make_plan
-from lmdbshard.write.progress import Progress, stage_fractions, stage_shares
+from lmdbshard.write.progress import Progress, plural, stage_fractions, stage_shares
 from lmdbshard.write.runner import ray_session, run_shards
 from lmdbshard.write.task import STAGES, ShardItem, ShardTask, WriteOptions
 from lmdbshard.write.sources import list_source
@@ -156,8 +156,9 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
                           f"(0..{plan.num_shards - 1}); pass rebuild=[...] with indices in that range")
     output = OutputDir(out)
     output.prepare(cfg, listing, plan)
-    log.info("listed %d images in %d classes under %s; %d shards of %d; Pillow %s (libjpeg-turbo: %s), lmdb %s",
-             len(listing), len(listing.classes), listing.root, plan.num_shards, plan.shard_size,
+    log.info("listed %s in %s under %s; %s of %d; Pillow %s (libjpeg-turbo: %s), lmdb %s",
+             plural(len(listing), "image"), plural(len(listing.classes), "class", "classes"), listing.root,
+             plural(plan.num_shards, "shard"), plan.shard_size,
              PIL.__version__, features.check_feature("libjpeg_turbo"), lmdb.__version__)
     for w in listing.warnings:
         log.warning("%s", w)
@@ -167,8 +168,8 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
     todo = [k for k in range(plan.num_shards) if k not in reports]
     reused = len(reports)
     if reused:
-        log.info("kept %d complete shards from an earlier run (checked by %s in %.1f s); %d to build",
-                 reused, cfg.resume_check, time.monotonic() - t_check, len(todo))
+        log.info("kept %s from an earlier run (checked by %s in %.1f s); %d to build",
+                 plural(reused, "complete shard"), cfg.resume_check, time.monotonic() - t_check, len(todo))
     for note in notes:
         log.warning("%s", note)
 
@@ -181,35 +182,31 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
         progress.add_stage_seconds(report.seconds)
 
     ray_s = 0.0
-    t_run = time.monotonic()
     with Progress(plan.num_samples, plan.num_shards, cfg.progress, cfg.log_interval_s) as progress:
         progress.reuse(sum(r["planned"] for r in reports.values()), reused)
         progress.skipped = sum(len(r["errors"]) for r in reports.values())
         if todo:
-            with ray_session(cfg.ray) as ray_s:
-                t_run = time.monotonic()
+            with ray_session(cfg.ray, cfg.scratch_dir) as ray_s:
                 progress.restart_clock()
                 failures = run_shards(_tasks(plan, listing, todo), opts, cfg.ray, progress, record)
             if failures:
                 first = failures[0]
                 raise JobFailedError(
-                    f"{len(failures)} shard(s) failed (first: shard {first.index}: {first.message}); "
+                    f"{plural(len(failures), 'shard')} failed (first: shard {first.index}: {first.message}); "
                     f"{len(reports)} of {plan.num_shards} shards are complete and kept: fix the cause and "
                     "rerun the same command to redo only the rest")
-    run_s = time.monotonic() - t_run
 
     built = [reports[k] for k in todo]
     written = sum(r["count"] for r in reports.values())
     skipped = sum(len(r["errors"]) for r in reports.values())
     stage_seconds = _stage_seconds(built)
-    built_images = sum(r["planned"] for r in built)
     passthrough = sum(r.get("passthrough", 0) for r in reports.values())
     wall = time.monotonic() - t0
     result = ConvertResult(
         out=out, source=listing.source_root(), images_written=written, images_skipped=skipped,
         shards=plan.num_shards, shards_built=len(built), shards_reused=reused,
         bytes=sum(r["bytes"] for r in reports.values()), wall_s=wall, ray_startup_s=ray_s,
-        images_per_s=built_images / run_s if built and run_s > 0 else 0.0,
+        images_per_s=progress.rate() if built else 0.0,   # what the bar ended on
         stage_seconds=stage_seconds, warnings=list(listing.warnings), passthrough=passthrough)
 
     if plan.num_samples and skipped / plan.num_samples > cfg.max_error_rate:

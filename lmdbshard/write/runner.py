@@ -8,40 +8,103 @@ to the caller as each shard finishes so nothing done is lost if the driver dies.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from lmdbshard.write.config import RayConfig
-from lmdbshard.write.progress import Progress
+from lmdbshard.write.interrupt import STOP, caught_signals, descendants, running
+from lmdbshard.write.progress import Progress, plural
 from lmdbshard.write.task import ShardReport, ShardTask, WriteOptions, write_shard
+from lmdbshard.write.writer import remove_dead_scratch
 
 log = logging.getLogger("lmdbshard")
 
 
+class _QuietTokenNotice(logging.Filter):
+    """Ray announces token authentication whenever it starts a cluster. lmdbshard's private local cluster
+    lives as long as the job, keeps the authentication, and needs no opt-out advice on the job's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled" not in record.getMessage()
+
+
 @contextmanager
-def ray_session(cfg: RayConfig) -> Iterator[float]:
-    """Connect to (``address``) or start a local Ray cluster unless one is up; yields start-up seconds."""
+def ray_session(cfg: RayConfig, scratch_dir: Optional[str] = None) -> Iterator[float]:
+    """Connect to (``address``) or start a local Ray cluster unless one is up; yields start-up seconds.
+
+    While it is open, SIGINT and SIGTERM stop the job in order (``JobInterrupted``). A cluster it started
+    is shut down on the way out, also on an interrupt, and none of its processes outlive it; then the
+    scratch folders that killed tasks left on this host are removed."""
     t = time.monotonic()
-    started = False
-    if not ray.is_initialized():
-        # address None starts a private local cluster ("local"), never one that `ray start` left running.
-        kwargs = dict(address=cfg.address or "local", include_dashboard=False, logging_level=logging.WARNING,
-                      log_to_driver=True)
-        if cfg.address is None:
-            kwargs["num_cpus"] = cfg.num_cpus
-        ray.init(**kwargs)
-        started = True
+    with caught_signals() as reinstall:
+        started, private = False, cfg.address is None
+        before: set[int] = set()
+        if not ray.is_initialized():
+            # address None starts a private local cluster ("local"), never one that `ray start` left running.
+            kwargs = dict(address=cfg.address or "local", include_dashboard=False,
+                          logging_level=logging.WARNING, log_to_driver=True)
+            if cfg.address is None:
+                kwargs["num_cpus"] = cfg.num_cpus
+            started = True
+        try:
+            if started:
+                before = set(descendants(os.getpid())) if private else set()
+                _start(kwargs, private)
+                reinstall()
+            STOP.check("Ray was starting, so this run built no shard")
+            yield time.monotonic() - t
+        finally:
+            if started:
+                _shutdown(private, before)
+            remove_dead_scratch(scratch_dir)
+
+
+def _start(kwargs: dict, private: bool) -> None:
+    """``ray.init``; a SIGTERM while it runs (Ray's own handler raises ``SystemExit``) becomes an interrupt."""
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    quiet = _QuietTokenNotice()
+    if private:
+        notice.addFilter(quiet)
     try:
-        yield time.monotonic() - t
+        ray.init(**kwargs)
+    except SystemExit:
+        STOP.handle(signal.SIGTERM, None)
     finally:
-        if started:
-            ray.shutdown()
+        notice.removeFilter(quiet)
+
+
+#: Seconds a shut-down private cluster gets to exit before its processes are killed.
+SHUTDOWN_WAIT_S = 10.0
+
+
+def _shutdown(private: bool, before: set[int]) -> None:
+    """``ray.shutdown``; for the private cluster, also wait until every process it started (the Ray
+    processes below this one that were not there before ``ray.init``) has exited."""
+    family = [pid for pid in descendants(os.getpid()) if pid not in before and _is_ray(pid)] if private else []
+    ray.shutdown(wait_for_processes=private)
+    deadline = time.monotonic() + SHUTDOWN_WAIT_S
+    while family and time.monotonic() < deadline:
+        family = [pid for pid in family if running(pid)]
+        time.sleep(0.05)
+    for pid in family:   # still there: ray::IDLE workers whose raylet is gone, agents
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _is_ray(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"ray" in f.read()
+    except OSError:
+        return False
 
 
 @ray.remote(num_cpus=0)
@@ -106,8 +169,8 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
     cpus = ray.cluster_resources().get("CPU", 1.0)
     limit = cfg.max_in_flight or max(1, int(2 * cpus / cfg.cpus_per_task))
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-    log.info("Ray cluster: %d node(s), %g CPUs; up to %d shard tasks in flight, %g CPU each",
-             nodes, cpus, limit, cfg.cpus_per_task)
+    log.info("Ray cluster: %s, %s; up to %s in flight, %g CPU each", plural(nodes, "node"),
+             plural(cpus, "CPU"), plural(limit, "shard task"), cfg.cpus_per_task)
     board = _new_board() if progress.mode != "none" else None   # nothing shows per-image progress
     job = uuid.uuid4().hex
     opts_ref = ray.put(opts)
@@ -120,6 +183,7 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
     partial: dict[int, int] = {}
     try:
         while True:
+            STOP.check(f"{shards_done} of {plural(progress.shards, 'shard')} complete and kept")
             while not failures and len(in_flight) < limit:
                 task = next(tasks, None)
                 if task is None:
@@ -158,13 +222,26 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
             running = sum(n for k, n in partial.items() if k in running_ids)
             progress.update(finished_images + running, shards_done, skipped, len(failures))
     except BaseException:
-        for ref in in_flight:
-            ray.cancel(ref, force=True)
+        _cancel(list(in_flight))
         raise
     finally:
+        progress.stop_clock()
         if board is not None:
             board.forget.remote(job)
     return failures
+
+
+#: Seconds to wait for cancelled tasks to end before the driver goes on.
+CANCEL_WAIT_S = 5.0
+
+
+def _cancel(refs: list) -> None:
+    """Stop running tasks now: their workers are killed (a task blocked reading a file would not see a
+    gentler request), then wait a little for Ray to confirm, so that their scratch can be removed."""
+    for ref in refs:
+        ray.cancel(ref, force=True)
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S, fetch_local=False)
 
 
 def _reason(exc: BaseException) -> str:

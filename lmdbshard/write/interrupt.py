@@ -1,0 +1,86 @@
+"""SIGINT and SIGTERM during a job, and the processes a job started.
+
+While a job runs on Ray, both signals only set a flag (``STOP``): the driver then stops in order
+(cancel the tasks, shut the cluster down, remove scratch) and raises one ``JobInterrupted`` whose
+message every entry point prints as it is. A Python ``KeyboardInterrupt`` raised at a random point of
+``ray.init`` or of a Ray call could leave half-started processes behind, or crash.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from contextlib import contextmanager, suppress
+from typing import Callable, Iterator, Optional
+
+from lmdbshard.errors import JobInterrupted
+
+
+class Stop:
+    """SIGINT and SIGTERM caught as a flag while a job runs on Ray, so that the driver stops in order:
+    cancel the tasks, shut its cluster down, remove scratch, then raise one ``JobInterrupted``."""
+
+    signum: Optional[int] = None
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def check(self, what: str) -> None:
+        """Raise ``JobInterrupted`` with ``what`` (e.g. "2 of 5 shards complete and kept") once a signal came."""
+        if self.signum is not None:
+            by = "" if self.signum == signal.SIGINT else f" by {signal.Signals(self.signum).name}"
+            raise JobInterrupted(f"interrupted{by}: {what}; rerun the same command to resume")
+
+
+STOP = Stop()
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def caught_signals() -> Iterator[Callable[[], None]]:
+    """Route SIGINT and SIGTERM to ``STOP`` (main thread only: Python runs handlers there); yields a
+    function that installs the handlers again (``ray.init`` sets its own SIGTERM handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    saved = {s: signal.getsignal(s) for s in _SIGNALS}
+
+    def install() -> None:
+        for s in _SIGNALS:
+            signal.signal(s, STOP.handle)
+
+    STOP.signum = None
+    install()
+    try:
+        yield install
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def descendants(root: int) -> list[int]:
+    """PIDs of every process below ``root`` (Linux /proc; empty elsewhere)."""
+    parents: dict[int, list[int]] = {}
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if name.isdigit():
+            with suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                parents.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

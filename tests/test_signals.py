@@ -1,0 +1,117 @@
+"""Real signals to a real driver (``jobs/convert.py``): Ctrl-C (SIGINT to the process group, as a terminal
+sends it) or SIGTERM (to the driver alone, as a scheduler sends it) mid-job, and Ctrl-C while Ray starts.
+
+Each must end within seconds with exit status 130, one line that says what is kept and how to resume, no
+traceback, no scratch folder, and no process of the driver's private Ray cluster left running; the same
+command then finishes the job. A shard is held mid-way by a named pipe standing in for one of its images.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import signal
+import time
+
+import pytest
+
+from lmdbshard.read.dataset import ShardedDataset
+from lmdbshard.read.verify import verify
+
+from conftest import make_tree
+from faults import FifoImage, readers_of, session_processes, start_driver, wait_for
+
+HELD = "dog/img_03.jpg"
+IMAGES = 21          # make_tree: 3 classes x 7 images, shard_size=5 -> 5 shards
+STOP_WITHIN_S = 30   # from the signal to the driver's exit, on a busy 2-core machine
+START_WITHIN_S = 120  # a signal during ray.init waits for it to return (breaking into it can crash)
+
+
+@pytest.fixture
+def held_tree(tmp_path):
+    """A source tree whose image HELD blocks its reader until released; restored afterwards."""
+    tree = make_tree(str(tmp_path / "src"))
+    held = FifoImage(os.path.join(tree.root, HELD))
+    yield tree.root, held
+    held.restore()
+
+
+def args(tmp_path) -> list[str]:
+    return [f"scratch_dir={tmp_path / 'scratch'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+
+
+def stop(driver, sig: int, group: bool) -> tuple[int, str, float]:
+    """Send ``sig``; returns (exit status, output, seconds until the driver exited)."""
+    t = time.monotonic()
+    if group:
+        os.killpg(driver.pid, sig)
+    else:
+        driver.send_signal(sig)
+    try:
+        output, _ = driver.communicate(timeout=120)
+    except BaseException:
+        os.killpg(driver.pid, signal.SIGKILL)
+        raise
+    return driver.returncode, output, time.monotonic() - t
+
+
+def assert_stopped_cleanly(driver, code: int, output: str, seconds: float, tmp_path, pattern: str,
+                           within: float = STOP_WITHIN_S) -> None:
+    assert code == 130, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    lines = [ln for ln in output.splitlines() if "interrupted" in ln]
+    assert len(lines) == 1 and re.search(pattern, lines[0]), output[-3000:]
+    assert seconds < within, f"the driver took {seconds:.1f} s to stop"
+    print(f"stopped in {seconds:.1f} s")
+    scratch = str(tmp_path / "scratch")
+    assert not os.path.isdir(scratch) or os.listdir(scratch) == []
+    # The cluster's processes (raylet, GCS, workers, agents) are in the driver's session: none may outlive it.
+    left = session_processes(driver.pid)
+    assert not left, f"still running after the driver exited: {sorted(left.values())}"
+
+
+def test_ctrl_c_mid_job_prints_one_line_keeps_complete_shards_and_the_rerun_finishes(held_tree, tmp_path):
+    src, held = held_tree
+    out = str(tmp_path / "out")
+    driver = start_driver(src, out, *args(tmp_path))
+    reports = os.path.join(out, "reports")
+    wait_for(lambda: readers_of(held.path) and len(glob.glob(os.path.join(reports, "*.json"))) >= 3,
+             timeout=240, what="three shards done while a fourth is held")
+    code, output, seconds = stop(driver, signal.SIGINT, group=True)
+    kept = len(os.listdir(reports))
+    assert_stopped_cleanly(driver, code, output, seconds, tmp_path,
+                           rf"interrupted: {kept} of 5 shards complete and kept; rerun the same command to resume$")
+    assert not readers_of(held.path)   # the held task was cancelled, not left reading
+    assert not os.path.exists(os.path.join(out, "manifest.json"))
+
+    held.release()
+    rerun = start_driver(src, out, *args(tmp_path))
+    log, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, log[-3000:]
+    assert f"shards          5 ({5 - kept} built, {kept} reused)" in log
+    assert verify(out).ok and len(ShardedDataset(out)) == IMAGES
+
+
+def test_sigterm_mid_job_stops_in_seconds_and_leaves_no_scratch_or_ray_process(held_tree, tmp_path):
+    src, held = held_tree
+    out = str(tmp_path / "out")
+    driver = start_driver(src, out, *args(tmp_path))
+    wait_for(lambda: readers_of(held.path), timeout=240, what="a worker to open the held image")
+    assert os.listdir(tmp_path / "scratch")   # the held task is building its shard there
+    code, output, seconds = stop(driver, signal.SIGTERM, group=False)
+    assert_stopped_cleanly(driver, code, output, seconds, tmp_path,
+                           r"interrupted by SIGTERM: \d of 5 shards complete and kept; rerun the same command "
+                           r"to resume$")
+
+
+def test_ctrl_c_while_ray_starts_leaves_no_ray_process(tmp_path):
+    src = make_tree(str(tmp_path / "src")).root
+    driver = start_driver(src, str(tmp_path / "out"), *args(tmp_path))
+    wait_for(lambda: any("gcs_server" in cmd or "raylet" in cmd for cmd in session_processes(driver.pid).values()),
+             timeout=120, what="Ray to start its processes")
+    code, output, seconds = stop(driver, signal.SIGINT, group=True)
+    assert_stopped_cleanly(driver, code, output, seconds, tmp_path,
+                           r"interrupted: (Ray was starting, so this run built no shard|\d of 5 shards complete and kept); "
+                           r"rerun the same command to resume$", within=START_WITHIN_S)
