@@ -11,8 +11,9 @@ from __future__ import annotations
 import glob
 import os
 import re
-import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -115,3 +116,22 @@ def test_ctrl_c_while_ray_starts_leaves_no_ray_process(tmp_path):
     assert_stopped_cleanly(driver, code, output, seconds, tmp_path,
                            r"interrupted: (Ray was starting, so this run built no shard|\d of 5 shards complete and kept); "
                            r"rerun the same command to resume$", within=START_WITHIN_S)
+
+
+def test_a_later_run_removes_scratch_of_dead_runs_on_its_host_and_never_a_live_runs(tmp_path):
+    from lmdbshard.write.writer import _host, scratch_dir, scratch_owner
+    parent = tmp_path / "scratch"
+    parent.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()   # a pid that no longer runs
+    host = _host()
+    dead = parent / f"lmdbshard-{host}-{gone.pid}-000003-abc_12xy"
+    live = parent / f"lmdbshard-{host}-{os.getpid()}-000001-q9z8y7x6"
+    other_host = parent / f"lmdbshard-not-{host}-{gone.pid}-000002-k2j3h4g5"
+    user = parent / "lmdbshard-tmp-abcdefgh"   # a temporary dataset, not scratch
+    for d in (dead, live, other_host, user):
+        (d / "shard-000001.lmdb").parent.mkdir()
+        (d / "shard-000001.lmdb").write_bytes(b"x" * 100)
+    fresh = scratch_dir(4, str(parent))
+    assert sorted(os.listdir(parent)) == sorted([live.name, other_host.name, user.name, os.path.basename(fresh)])
+    assert scratch_owner(os.path.basename(fresh)) == (host, os.getpid())

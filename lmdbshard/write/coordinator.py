@@ -193,7 +193,7 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
                 first = failures[0]
                 raise JobFailedError(
                     f"{plural(len(failures), 'shard')} failed (first: shard {first.index}: {first.message}); "
-                    f"{len(reports)} of {plan.num_shards} shards are complete and kept: fix the cause and "
+                    f"{len(reports)} of {plural(plan.num_shards, 'shard')} complete and kept: fix the cause and "
                     "rerun the same command to redo only the rest")
 
     built = [reports[k] for k in todo]

@@ -74,12 +74,12 @@ class Progress:
     """
 
     def __init__(self, total: int, shards: int, mode: str = "auto", interval: float = 10.0,
-                 stream=None, desc: str = "converting"):
+                 stream=None, desc: str = "converting", unit: str = "img"):
         self.total, self.shards = total, shards
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "log"
-        self.mode, self.interval, self.desc = mode, interval, desc
+        self.mode, self.interval, self.desc, self.unit = mode, interval, desc, unit
         self.done = self.shards_done = self.reused = self.failed = self.skipped = 0
         self._start = time.monotonic()
         self._end: Optional[float] = None   # set by stop_clock or close: the rate is frozen there
@@ -93,7 +93,7 @@ class Progress:
     def _draw(self) -> None:
         self._started = True
         if self.mode == "bar" and self._bar is None:
-            self._bar = _bar_class()(total=self.total, initial=self.done, unit="img", file=self.stream,
+            self._bar = _bar_class()(total=self.total, initial=self.done, unit=self.unit, file=self.stream,
                              dynamic_ncols=True, smoothing=0.1, desc=self.desc)
 
     def restart_clock(self) -> None:
