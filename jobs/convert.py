@@ -31,8 +31,9 @@ def main(cfg: DictConfig) -> None:
                 raise ConfigError(f"demo: {exc}") from None
             make_imagefolder(job.source.root, spec)
         result = convert(job)
-    except JobInterrupted as exc:   # SIGINT or SIGTERM: one line, the tasks cancelled, scratch removed
-        print(f"lmdbshard: {exc}", file=sys.stderr)
+    except KeyboardInterrupt as exc:   # JobInterrupted says what is kept; a plain Ctrl-C came before any work
+        print(f"lmdbshard: {exc if isinstance(exc, JobInterrupted) else 'interrupted; rerun the same command'}",
+              file=sys.stderr)
         sys.exit(exit_status(exc))
     except (LmdbshardError, OSError) as exc:
         print(f"lmdbshard: error: {exc}", file=sys.stderr)

@@ -84,6 +84,7 @@ def test_ctrl_c_mid_job_prints_one_line_keeps_complete_shards_and_the_rerun_fini
     kept = len(os.listdir(reports))
     assert_stopped_cleanly(driver, code, output, seconds, tmp_path,
                            rf"interrupted: {kept} of 5 shards complete and kept; rerun the same command to resume$")
+    assert "Token authentication" not in output   # Ray's notice, about a cluster the user never sees
     assert not readers_of(held.path)   # the held task was cancelled, not left reading
     assert not os.path.exists(os.path.join(out, "manifest.json"))
 
@@ -92,6 +93,9 @@ def test_ctrl_c_mid_job_prints_one_line_keeps_complete_shards_and_the_rerun_fini
     log, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, log[-3000:]
     assert f"shards          5 ({5 - kept} built, {kept} reused)" in log
+    # The last progress line ends on the rate that the summary reports.
+    last_rate = re.findall(r"progress \d+/\d+ images \([\d.]+%\) ([\d.]+) img/s", log)[-1]
+    assert f"throughput      {last_rate} images/s" in log, log[-3000:]
     assert verify(out).ok and len(ShardedDataset(out)) == IMAGES
 
 
@@ -101,6 +105,8 @@ def test_sigterm_mid_job_stops_in_seconds_and_leaves_no_scratch_or_ray_process(h
     driver = start_driver(src, out, *args(tmp_path))
     wait_for(lambda: readers_of(held.path), timeout=240, what="a worker to open the held image")
     assert os.listdir(tmp_path / "scratch")   # the held task is building its shard there
+    running = " | ".join(session_processes(driver.pid).values())
+    assert "raylet" in running and "gcs_server" in running and "ray::" in running   # what must not outlive it
     code, output, seconds = stop(driver, signal.SIGTERM, group=False)
     assert_stopped_cleanly(driver, code, output, seconds, tmp_path,
                            r"interrupted by SIGTERM: \d of 5 shards complete and kept; rerun the same command "
