@@ -96,6 +96,7 @@ def test_ctrl_c_mid_job_prints_one_line_keeps_complete_shards_and_the_rerun_fini
     # The last progress line ends on the rate that the summary reports.
     last_rate = re.findall(r"progress \d+/\d+ images \([\d.]+%\) ([\d.]+) img/s", log)[-1]
     assert f"throughput      {last_rate} images/s" in log, log[-3000:]
+    assert "augment" not in next(ln for ln in log.splitlines() if "stage time" in ln)   # none was asked for
     assert verify(out).ok and len(ShardedDataset(out)) == IMAGES
 
 

@@ -46,18 +46,19 @@ def stage_shares(seconds: Mapping[str, float]) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _bar_class() -> type:
-    """tqdm, with a final rate that can be pinned, so that the bar's last word is the job's own images/s
-    (tqdm's shows a smoothed recent rate). Imported on first use: only a terminal needs it."""
+    """tqdm, with a final rate and time that can be pinned, so that the bar's last word is the job's own
+    images/s (tqdm's is a smoothed recent rate, and Ray's shutdown is not the job's time). Imported on
+    first use: only a terminal needs it."""
     from tqdm import tqdm
 
     class PinnedRateBar(tqdm):
-        final_rate: Optional[float] = None
+        final: Optional[tuple[float, float]] = None   # (rate, elapsed) of the finished work
 
         @property
         def format_dict(self):
             d = super().format_dict
-            if self.final_rate is not None:
-                d["rate"] = self.final_rate or None
+            if self.final is not None:
+                d["rate"], d["elapsed"] = self.final[0] or None, self.final[1]
             return d
 
     return PinnedRateBar
@@ -160,7 +161,7 @@ class Progress:
             if self.mode != "none" and self.shards and self.reused == self.shards:
                 log.info("nothing to build: all %s were complete already", plural(self.shards, "shard"))
         elif self._bar is not None:
-            self._bar.final_rate = self.rate()
+            self._bar.final = (self.rate(), self._end - self._start)
             self._bar.close()
         elif self.mode == "log":
             self._line()
