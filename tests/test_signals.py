@@ -142,3 +142,18 @@ def test_a_later_run_removes_scratch_of_dead_runs_on_its_host_and_never_a_live_r
     fresh = scratch_dir(4, str(parent))
     assert sorted(os.listdir(parent)) == sorted([live.name, other_host.name, user.name, os.path.basename(fresh)])
     assert scratch_owner(os.path.basename(fresh)) == (host, os.getpid())
+
+
+def test_between_ray_start_and_the_shard_loop_ctrl_c_acts_as_usual(ray_local):
+    """Only starting Ray, the shard loop and shutting Ray down hold a signal back; code a caller runs
+    inside the session (the benchmark's bare loops, say) is interrupted at once, and handlers come back."""
+    from lmdbshard import RayConfig
+    from lmdbshard.write.runner import ray_session
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    t = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with ray_session(RayConfig()):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+    assert time.monotonic() - t < 10
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

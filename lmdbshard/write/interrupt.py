@@ -1,9 +1,10 @@
 """SIGINT and SIGTERM during a job, and the processes a job started.
 
-While a job runs on Ray, both signals only set a flag (``STOP``): the driver then stops in order
-(cancel the tasks, shut the cluster down, remove scratch) and raises one ``JobInterrupted`` whose
-message every entry point prints as it is. A Python ``KeyboardInterrupt`` raised at a random point of
-``ray.init`` or of a Ray call could leave half-started processes behind, or crash.
+While Ray starts, shard tasks run or Ray shuts down, both signals only set a flag (``STOP``): the
+driver then stops in order (cancel the tasks, shut the cluster down, remove scratch) and raises one
+``JobInterrupted`` whose message every entry point prints as it is. A ``KeyboardInterrupt`` raised at
+a random point of ``ray.init`` or of a Ray call could leave half-started processes behind, or crash.
+Elsewhere the signals act as usual.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from lmdbshard.errors import JobInterrupted
 
 
 class Stop:
-    """SIGINT and SIGTERM caught as a flag while a job runs on Ray, so that the driver stops in order:
-    cancel the tasks, shut its cluster down, remove scratch, then raise one ``JobInterrupted``."""
+    """SIGINT and SIGTERM caught as a flag where breaking in would do harm (while Ray starts, while shard
+    tasks run, while Ray shuts down), so that the driver stops in order: cancel the tasks, shut its
+    cluster down, remove scratch, then raise one ``JobInterrupted``."""
 
     signum: Optional[int] = None
 
@@ -40,15 +42,19 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 @contextmanager
 def caught_signals() -> Iterator[Callable[[], None]]:
-    """Route SIGINT and SIGTERM to ``STOP`` (main thread only: Python runs handlers there); yields a
-    function that installs the handlers again (``ray.init`` sets its own SIGTERM handler)."""
+    """Route SIGINT and SIGTERM to ``STOP`` inside the block (main thread only: Python runs handlers
+    there), and put the previous handlers back after it. Yields ``reinstall``: after ``ray.init`` has set
+    its own SIGTERM handler, it takes that one as the handler to put back, and routes SIGTERM here again."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
-    saved = {s: signal.getsignal(s) for s in _SIGNALS}
+    saved: dict[int, object] = {}
 
     def install() -> None:
         for s in _SIGNALS:
+            current = signal.getsignal(s)
+            if current != STOP.handle:
+                saved[s] = current if current is not None else signal.SIG_DFL
             signal.signal(s, STOP.handle)
 
     STOP.signum = None
@@ -57,7 +63,7 @@ def caught_signals() -> Iterator[Callable[[], None]]:
         yield install
     finally:
         for s, handler in saved.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+            signal.signal(s, handler)
 
 
 def descendants(root: int) -> list[int]:
@@ -77,7 +83,7 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def running(pid: int) -> bool:
+def is_running(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -20,7 +20,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from lmdbshard.write.config import RayConfig
-from lmdbshard.write.interrupt import STOP, caught_signals, descendants, running
+from lmdbshard.write.interrupt import STOP, caught_signals, descendants, is_running
 from lmdbshard.write.progress import Progress, plural
 from lmdbshard.write.task import ShardReport, ShardTask, WriteOptions, write_shard
 from lmdbshard.write.writer import remove_dead_scratch
@@ -40,28 +40,28 @@ class _QuietTokenNotice(logging.Filter):
 def ray_session(cfg: RayConfig, scratch_dir: Optional[str] = None) -> Iterator[float]:
     """Connect to (``address``) or start a local Ray cluster unless one is up; yields start-up seconds.
 
-    While it is open, SIGINT and SIGTERM stop the job in order (``JobInterrupted``). A cluster it started
-    is shut down on the way out, also on an interrupt, and none of its processes outlive it; then the
-    scratch folders that killed tasks left on this host are removed."""
+    SIGINT and SIGTERM wait while Ray starts, while shard tasks run (``run_shards``) and while Ray shuts
+    down, then stop the job in order with one ``JobInterrupted``; in between (the caller's own code) they
+    act as usual. A cluster it started is shut down on the way out, also on an interrupt, and none of its
+    processes outlive it; then the scratch folders that killed tasks left on this host are removed."""
     t = time.monotonic()
-    with caught_signals() as reinstall:
-        started, private = False, cfg.address is None
-        before: set[int] = set()
-        if not ray.is_initialized():
+    started, private = not ray.is_initialized(), cfg.address is None
+    before: set[int] = set()
+    try:
+        if started:
             # address None starts a private local cluster ("local"), never one that `ray start` left running.
             kwargs = dict(address=cfg.address or "local", include_dashboard=False,
                           logging_level=logging.WARNING, log_to_driver=True)
-            if cfg.address is None:
+            if private:
                 kwargs["num_cpus"] = cfg.num_cpus
-            started = True
-        try:
-            if started:
-                before = set(descendants(os.getpid())) if private else set()
+                before = set(descendants(os.getpid()))
+            with caught_signals() as reinstall:
                 _start(kwargs, private)
-                reinstall()
-            STOP.check("Ray was starting, so this run built no shard")
-            yield time.monotonic() - t
-        finally:
+                reinstall()   # ray.init set its own SIGTERM handler; it is put back on the way out
+                STOP.check("Ray was starting, so this run built no shard")
+        yield time.monotonic() - t
+    finally:
+        with caught_signals():
             if started:
                 _shutdown(private, before)
             remove_dead_scratch(scratch_dir)
@@ -92,7 +92,7 @@ def _shutdown(private: bool, before: set[int]) -> None:
     ray.shutdown(wait_for_processes=private)
     deadline = time.monotonic() + SHUTDOWN_WAIT_S
     while family and time.monotonic() < deadline:
-        family = [pid for pid in family if running(pid)]
+        family = [pid for pid in family if is_running(pid)]
         time.sleep(0.05)
     for pid in family:   # still there: ray::IDLE workers whose raylet is gone, agents
         with suppress(ProcessLookupError, PermissionError):
@@ -181,53 +181,54 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
     snapshot_ref = None
     last_snapshot = 0.0
     partial: dict[int, int] = {}
-    try:
-        while True:
-            STOP.check(f"{shards_done} of {plural(progress.shards, 'shard')} complete and kept")
-            while not failures and len(in_flight) < limit:
-                task = next(tasks, None)
-                if task is None:
+    with caught_signals():   # a signal is seen at the top of the loop, between Ray calls
+        try:
+            while True:
+                STOP.check(f"{shards_done} of {plural(progress.shards, 'shard')} complete and kept")
+                while not failures and len(in_flight) < limit:
+                    task = next(tasks, None)
+                    if task is None:
+                        break
+                    in_flight[remote.remote(task, opts_ref, board, job)] = task
+                if not in_flight:
                     break
-                in_flight[remote.remote(task, opts_ref, board, job)] = task
-            if not in_flight:
-                break
-            # Back as soon as one shard is done, so the next is submitted at once (max_in_flight may equal
-            # the worker count); at least every 0.5 s for the progress display.
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5, fetch_local=False)
-            for ref in ready:
-                task = in_flight.pop(ref)
-                try:
-                    report: ShardReport = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    failures.append(ShardFailure(task.index, _reason(exc)))
-                    log.error("shard %d failed: %s", task.index, failures[-1].message)
+                # Back as soon as one shard is done, so the next is submitted at once (max_in_flight may equal
+                # the worker count); at least every 0.5 s for the progress display.
+                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5, fetch_local=False)
+                for ref in ready:
+                    task = in_flight.pop(ref)
+                    try:
+                        report: ShardReport = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        failures.append(ShardFailure(task.index, _reason(exc)))
+                        log.error("shard %d failed: %s", task.index, failures[-1].message)
+                        continue
+                    on_report(report)
+                    finished_images += report.planned
+                    skipped += len(report.errors)
+                    shards_done += 1
+                if board is None:
+                    progress.update(finished_images, shards_done, skipped, len(failures))
                     continue
-                on_report(report)
-                finished_images += report.planned
-                skipped += len(report.errors)
-                shards_done += 1
-            if board is None:
-                progress.update(finished_images, shards_done, skipped, len(failures))
-                continue
-            if snapshot_ref is not None and ray.wait([snapshot_ref], timeout=0)[0]:
-                try:
-                    partial = ray.get(snapshot_ref)
-                except ray.exceptions.RayActorError:   # its node died: progress only, so start another
-                    log.warning("the progress actor died; restarting it (shard results are unaffected)")
-                    board = _new_board()
-                snapshot_ref = None
-            if snapshot_ref is None and time.monotonic() - last_snapshot >= TASK_PROGRESS_S:
-                snapshot_ref, last_snapshot = board.snapshot.remote(job), time.monotonic()
-            running_ids = {t.index for t in in_flight.values()}
-            running = sum(n for k, n in partial.items() if k in running_ids)
-            progress.update(finished_images + running, shards_done, skipped, len(failures))
-    except BaseException:
-        _cancel(list(in_flight))
-        raise
-    finally:
-        progress.stop_clock()
-        if board is not None:
-            board.forget.remote(job)
+                if snapshot_ref is not None and ray.wait([snapshot_ref], timeout=0)[0]:
+                    try:
+                        partial = ray.get(snapshot_ref)
+                    except ray.exceptions.RayActorError:   # its node died: progress only, so start another
+                        log.warning("the progress actor died; restarting it (shard results are unaffected)")
+                        board = _new_board()
+                    snapshot_ref = None
+                if snapshot_ref is None and time.monotonic() - last_snapshot >= TASK_PROGRESS_S:
+                    snapshot_ref, last_snapshot = board.snapshot.remote(job), time.monotonic()
+                running_ids = {t.index for t in in_flight.values()}
+                running = sum(n for k, n in partial.items() if k in running_ids)
+                progress.update(finished_images + running, shards_done, skipped, len(failures))
+        except BaseException:
+            _cancel(list(in_flight))
+            raise
+        finally:
+            progress.stop_clock()
+            if board is not None:
+                board.forget.remote(job)
     return failures
 
 
