@@ -22,7 +22,8 @@ How a document's blocks are run:
   variables torchrun sets), on the session's local Ray cluster. After each document, a check
   asserts what its examples promise (batch shapes, labels, the plan's test vector, ...).
 
-Shell blocks are not run.
+A document whose examples import an optional package that is not installed (torch with
+``make test TORCH=``, NVIDIA DALI outside its opt-in run) is skipped. Shell blocks are not run.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md"] + sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->")
 DATASET_PLACEHOLDERS = ("/data/in1k-train", "/data/in1k-train-more", "/data/extra", "out/demo")
+OPTIONAL = re.compile(r"^\s*(?:import|from)\s+(torch|nvidia\.dali)\b", re.M)   # skip the document without it
 SHRINK = [   # (pattern, replacement): applied in this order to every block
     (r"ScalingConfig\(num_workers=8, use_gpu=True\)", "ScalingConfig(num_workers=1, use_gpu=False)"),
     (r"train_loop_config=\{\"epochs\": epochs\}", 'train_loop_config={"epochs": 1}'),
@@ -184,14 +186,14 @@ CHECKS = {"README.md": check_readme, "docs/CONVERTING.md": check_converting,
           "docs/TRAINING.md": check_training, "docs/FORMAT.md": check_format}
 
 
-@pytest.mark.parametrize("doc", DOCS)
+@pytest.mark.parametrize("doc", [doc for doc in DOCS if blocks(doc)])
 def test_examples_run(doc, paths, ray_local, tmp_path, monkeypatch):
     found = blocks(doc)
     runnable = [b for b in found if not b.skip]
     if not runnable:
-        pytest.skip(f"{doc} has no python example to run")
-    if any(re.search(r"^\s*(import|from) torch\b", b.code, re.M) for b in runnable):
-        pytest.importorskip("torch")
+        pytest.skip(f"{doc}: every python example is marked not run")
+    for module in sorted({m for b in runnable for m in OPTIONAL.findall(b.code)}):
+        pytest.importorskip(module, reason=f"{doc}'s examples need {module}, an optional install")
     monkeypatch.chdir(tmp_path)
     for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0",
                         "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
