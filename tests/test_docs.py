@@ -65,8 +65,10 @@ class Block:
     skip: str | None   # the reason from a `not run` marker, or None
 
 
-def blocks(doc: str) -> list[Block]:
-    lines = open(os.path.join(REPO, doc), encoding="utf-8").read().splitlines()
+def blocks(doc: str, text: str | None = None) -> list[Block]:
+    if text is None:
+        text = open(os.path.join(REPO, doc), encoding="utf-8").read()
+    lines = text.splitlines()
     found, i = [], 0
     while i < len(lines):
         if lines[i].strip() == "```python":
@@ -115,6 +117,18 @@ def paths(ray_local, tmp_path_factory) -> Paths:
     convert(job(tree.root, str(base / "dataset"), transform=TransformConfig(resize_shorter=224)))
     os.makedirs(base / "scratch")
     return Paths(str(base / "dataset"), tree.root, str(base / "scratch"))
+
+
+def test_markers_and_placeholders_are_applied_as_documented():
+    text = ('Intro\n```python\nds = ShardedDataset("/data/in1k-train")\n```\n'
+            '<!-- not run: needs a Ray cluster -->\n```python\nray.init("auto")\n```\n'
+            '```bash\nmake convert\n```\n```python\nopen("/data/unknown")\n```\n')
+    first, marked, unknown = blocks("X.md", text)
+    assert (first.line, first.skip, marked.skip, unknown.skip) == (2, None, "needs a Ray cluster", None)
+    paths = Paths("/tmp/ds", "/tmp/images", "/tmp/scratch")
+    assert substitute(first.code, paths, "X.md:2") == 'ds = ShardedDataset("/tmp/ds")\n'
+    with pytest.raises(AssertionError, match="unknown placeholder path '/data/unknown'"):
+        substitute(unknown.code, paths, "X.md:11")
 
 
 def test_every_shrink_rule_still_matches_a_document():
