@@ -5,22 +5,24 @@ How a document's blocks are run:
 - The blocks of one document run in order, in one namespace, as a reader types them from top to
   bottom (TRAINING.md's later examples use the dataset and loader of its first one).
 - A block right after the line ``<!-- not run: REASON -->`` is not run; the reason shows in the
-  test output. Keep such blocks few (a block that needs a cluster, say).
-- Placeholder paths are substituted before a block runs (``PLACEHOLDERS``): the datasets the
-  examples name ("/data/in1k-train", "/data/in1k-train-more", "/data/extra", "out/demo") become the
-  dataset converted here, "/data/my-images" the image folder it was converted from, and
-  "/data/scratch" a fresh folder, and "/shared/ray-results" (Ray Train's storage) a folder in the
-  working folder. Any other quoted "/data/..." or "/shared/..." path fails the test: add it here.
+  test run's warnings summary. Keep such blocks few (a block that needs a cluster, say).
+- Placeholder paths are substituted before a block runs (``substitute``): the datasets the
+  examples name (``DATASET_PLACEHOLDERS``: "/data/in1k-train", "/data/in1k-train-more",
+  "/data/extra", "out/demo") become the dataset converted here; "/data/my-images" the image folder
+  it was converted from; "/data/scratch" a fresh folder; "/shared/ray-results" (Ray Train's
+  storage) a folder in the working folder. Any other quoted "/data/..." or "/shared/..." path
+  fails the test: add it to ``substitute``.
 - Sizes are shrunk so that the examples finish in seconds (``SHRINK``): 90 epochs become 2, 8
   DataLoader workers 2, batches of 256 batches of 4, a checkpoint every 1000 batches one every 5,
-  and Ray Train runs one epoch on one CPU worker instead of eight GPU workers. A rule that no longer matches any
-  document fails the test, so the list stays true.
+  and Ray Train runs one epoch on one CPU worker instead of eight GPU workers. A rule that no
+  longer matches any example fails the test, so the list stays true.
 - FORMAT.md's fragments use names that its prose defines: the test provides ``txn`` (shard 0 of
   the dataset, open read-only), ``shard`` (its manifest entry), ``num_sources``, ``seed``,
   ``rounds``, ``hashlib``, and ``Field`` and ``pack_record`` from ``lmdbshard.format.record``.
-- Each document gets its own copy of the dataset, and its blocks run in a fresh working folder, in a one-rank ``torch.distributed`` environment (the
-  variables torchrun sets), on the session's local Ray cluster. After each document, a check
-  asserts what its examples promise (batch shapes, labels, the plan's test vector, ...).
+- Each document gets its own copy of the dataset. Its blocks run in a fresh working folder, in a
+  one-rank ``torch.distributed`` environment (the variables torchrun sets), on the session's local
+  Ray cluster. Then a check asserts what its examples promise (batch shapes, labels, the plan's
+  test vector, the minimal reader agreeing with ``ShardedDataset``, ...).
 
 A document whose examples import an optional package that is not installed (torch with
 ``make test TORCH=``, NVIDIA DALI outside its opt-in run) is skipped. Shell blocks are not run.
@@ -33,6 +35,8 @@ import json
 import os
 import re
 import socket
+import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,8 +160,8 @@ def format_namespace(paths: Paths) -> dict:
     from lmdbshard.format.record import Field, pack_record
     shard = json.load(open(os.path.join(paths.dataset, "manifest.json")))["shards"][0]
     env = lmdb.open(os.path.join(paths.dataset, shard["file"]), subdir=False, readonly=True, lock=False)
-    return {"_env": env, "txn": env.begin(), "shard": shard, "hashlib": hashlib, "Field": Field, "pack_record": pack_record,
-            "num_sources": 10, "seed": 0, "rounds": 1}
+    return {"_env": env, "txn": env.begin(), "shard": shard, "hashlib": hashlib, "Field": Field,
+            "pack_record": pack_record, "num_sources": 10, "seed": 0, "rounds": 1}
 
 
 def check_readme(ns: dict, paths: Paths, original: Paths) -> None:
@@ -225,11 +229,10 @@ def test_examples_run(doc, paths, ray_local, tmp_path, monkeypatch):
         if doc in CHECKS:
             CHECKS[doc](ns, paths, original)
     finally:
-        import sys
         if "torch.distributed" in sys.modules:
             import torch.distributed as dist
             if dist.is_initialized():
                 dist.destroy_process_group()
-    skipped = [f"{b.line}: {b.skip}" for b in found if b.skip]
-    if skipped:
-        print(f"{doc}: not run: {skipped}")
+    for b in found:
+        if b.skip:
+            warnings.warn(f"{doc}:{b.line}: example not run: {b.skip}")
