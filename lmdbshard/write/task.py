@@ -138,6 +138,8 @@ def _read(root: str, item: ShardItem, limit: int) -> tuple[tuple | None, SampleE
         return (data, mask), None, time.perf_counter() - t
     except SampleError as exc:
         return None, exc, time.perf_counter() - t
+    except Exception as exc:   # whatever else reading one file raises is that file's error, not the shard's
+        return None, SampleError(item.path, f"cannot read: {type(exc).__name__}: {exc}"), time.perf_counter() - t
 
 
 def _fetched(task: ShardTask, python: PythonSource) -> Iterator[tuple[ShardItem, object, str | None, float]]:
