@@ -1,8 +1,9 @@
 """Writing one shard: read, decode, transform, augment, encode, append to LMDB, publish atomically.
 
-The per-sample work (decode, transform, augment, encode) is ``pipeline.process``; this module
-reads the inputs (files, or a python dataset's items), appends the values in key order and
-publishes the file, plus the dual LMDB ``*-label.lmdb`` of Caffe Datum mode with masks.
+The per-sample work (decode, transform, augment, encode) is ``pipeline.process``, reading the inputs
+(files, or a python dataset's items) is ``reading.prefetched``; this module appends the values in key
+order and publishes the file, plus the dual LMDB ``*-label.lmdb`` of Caffe Datum mode with masks.
+A sample that fails is recorded in the report (``on_error=skip``) or fails the shard (``fail``).
 
 ``write_shard`` is plain Python, the body of a Ray task. It builds the LMDB on
 node-local scratch (LMDB should not be written over network filesystems) and
@@ -11,26 +12,19 @@ publishes it atomically, through ``builder.ShardOutput``.
 
 from __future__ import annotations
 
-import os
 import shutil
-import stat
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 from lmdbshard.write.writer import INITIAL_MAP, ShardOutput, scratch_dir
 from lmdbshard.write.config import AugmentConfig, StorageConfig, TransformConfig
 from lmdbshard.errors import SampleError
-from lmdbshard.write.listing import UNLISTED, unlisted_reason
 from lmdbshard.write.pipeline import process
+from lmdbshard.write.reading import prefetched
 from lmdbshard.write.sources.python import PythonSource
 
 STAGES = ("read", "decode", "transform", "augment", "encode", "write")
-PREFETCH = 8               # files read ahead of decoding, on I/O threads
-PREFETCH_BYTES = 64 << 20  # ... and no more bytes than this waiting (a task holds at most this plus
-READ_THREADS = 4           # READ_THREADS + 1 files of transform.max_file_bytes while reading)
 
 
 @dataclass(frozen=True)
@@ -90,107 +84,6 @@ class ShardReport:
     label_sha256: Optional[str] = None
 
 
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def read_regular(root: str, rel: str, limit: int) -> bytes:
-    """The bytes of the regular file ``root/rel``, if it holds at most ``limit`` bytes; else SampleError.
-
-    Opened non-blocking, so a FIFO cannot hang the open, and checked on the opened descriptor (fstat),
-    so a path swapped for a device or a pipe after any earlier check is still refused. At most
-    ``limit + 1`` bytes are read: a file that grows past the limit while being read is refused too."""
-    if rel.endswith(UNLISTED):
-        raise SampleError(rel, unlisted_reason(os.path.join(root, rel)))
-    try:
-        fd = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise SampleError(rel, f"cannot read {exc.filename or rel}: {exc.strerror or exc}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
-            raise SampleError(rel, f"{kind}, not a regular file; only regular files are read")
-        if st.st_size > limit:
-            raise SampleError(rel, f"{st.st_size} bytes, over transform.max_file_bytes={limit}; "
-                                   "raise transform.max_file_bytes to read it")
-        chunks, total = [], 0
-        while total <= limit:
-            chunk = os.read(fd, min(max(st.st_size + 1, 1 << 16), limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > limit:
-            raise SampleError(rel, f"grew past transform.max_file_bytes={limit} while being read")
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    except OSError as exc:
-        raise SampleError(rel, f"cannot read {rel}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-
-
-def _read(root: str, item: ShardItem, limit: int) -> tuple[tuple | None, SampleError | None, float]:
-    t = time.perf_counter()
-    try:
-        data = read_regular(root, item.path, limit)
-        mask = None if item.mask_path is None else read_regular(root, item.mask_path, limit)
-        return (data, mask), None, time.perf_counter() - t
-    except SampleError as exc:
-        return None, exc, time.perf_counter() - t
-    except Exception as exc:   # whatever else reading one file raises is that file's error, not the shard's
-        return None, SampleError(item.path, f"cannot read: {type(exc).__name__}: {exc}"), time.perf_counter() - t
-
-
-def _fetched(task: ShardTask, python: PythonSource) -> Iterator[tuple[ShardItem, object, str | None, float]]:
-    """A python source's items in item order: the task builds the dataset and indexes it."""
-    dataset = python.open()
-    for item in task.items:
-        t = time.perf_counter()
-        try:
-            value, error = dataset[item.source_index], None
-        except Exception as exc:   # the user's __getitem__: record what it raised, as for a bad file
-            value = None
-            error = SampleError(item.path, f"dataset[{item.source_index}] raised {type(exc).__name__}: {exc}")
-        yield item, value, error, time.perf_counter() - t
-
-
-def _buffered(window: deque) -> int:
-    """Bytes read ahead and waiting in ``window``."""
-    total = 0
-    for _, fut in window:
-        if fut.done() and fut.result()[0] is not None:
-            data, mask = fut.result()[0]
-            total += len(data) + len(mask or b"")
-    return total
-
-
-def _prefetched(task: ShardTask, python: Optional[PythonSource],
-                limit: int) -> Iterator[tuple[ShardItem, object, SampleError | None, float]]:
-    """File contents in item order, read by a few threads ahead of the decoder (or a python source's items).
-    Reading ahead stops at PREFETCH files or PREFETCH_BYTES waiting, so large files cannot pile up."""
-    if python is not None:
-        yield from _fetched(task, python)
-        return
-    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="lmdbshard-read") as pool:
-        window: deque = deque()
-        items = iter(task.items)
-
-        def refill() -> None:
-            while len(window) < PREFETCH and _buffered(window) < PREFETCH_BYTES:
-                nxt = next(items, None)
-                if nxt is None:
-                    return
-                window.append((nxt, pool.submit(_read, task.source_root, nxt, limit)))
-
-        refill()
-        while window:
-            item, fut = window.popleft()
-            result = fut.result()
-            refill()
-            yield (item, *result)
-
-
 def write_shard(task: ShardTask, opts: WriteOptions,
                 progress: Optional[Callable[[int, int], None]] = None) -> ShardReport:
     """Write one shard; call ``progress(shard_index, done)`` now and then. Returns its report."""
@@ -204,7 +97,7 @@ def write_shard(task: ShardTask, opts: WriteOptions,
         output = ShardOutput(task.index, task.first_key, len(task.items), opts.initial_map_size, scratch)
         last_report = time.monotonic()
         limit = opts.transform.max_file_bytes
-        for done, (item, data, read_error, read_s) in enumerate(_prefetched(task, opts.python, limit), 1):
+        for done, (item, data, read_error, read_s) in enumerate(prefetched(task, opts.python, limit), 1):
             seconds["read"] += read_s
             try:
                 if read_error is not None:
