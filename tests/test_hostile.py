@@ -33,8 +33,10 @@ TOO_DEEP = "/".join([DEEP_NAME] * 17)
 
 #: relative path -> words its recorded reason must hold, without and with resize_shorter=256
 HOSTILE = {
-    "cat/wide.png": ("over JPEG's limit of 65500 pixels per side", "1792000x256 = 458752000 pixels, over transform.max_pixels"),
-    "dog/tall.png": ("over JPEG's limit of 65500 pixels per side", "256x25600000 = 6553600000 pixels, over transform.max_pixels"),
+    "cat/wide.png": ("cannot encode: 70000x10 is over JPEG's limit of 65500 pixels per side",
+                     "cannot transform: transform.resize_shorter=256 would make it 1792000x256 = 458752000 pixels"),
+    "dog/tall.png": ("cannot encode: 1x100000 is over JPEG's limit of 65500 pixels per side",
+                     "cannot transform: transform.resize_shorter=256 would make it 256x25600000 = 6553600000 pixels"),
     "zebra/fifo.jpg": ("a FIFO (named pipe), not a regular file",) * 2,
     "zebra/zero.jpg": ("a character device, not a regular file",) * 2,
     "cat/sparse_10gb.jpg": ("10737418240 bytes, over transform.max_file_bytes=268435456",) * 2,
@@ -161,3 +163,17 @@ def test_each_augment_op_is_checked_before_it_allocates():
         augment(img, None, [AugmentOp(op="hflip"), huge], 7, max_pixels=178_956_970)
     small, _ = augment(img, None, [AugmentOp(op="resize", exact=[64, 48])], 7, max_pixels=64 * 48)
     assert small.size == (48, 64)
+
+
+def test_passthrough_stores_what_jpeg_cannot_hold_as_png(tmp_path):
+    """A BMP is never stored as it is; at 70000x10 JPEG cannot hold it either, so it falls back to PNG."""
+    import io
+    from lmdbshard.format.record import unpack_record
+    from lmdbshard.write.pipeline import process
+    from lmdbshard.write.task import STAGES, ShardItem, WriteOptions
+    buf = io.BytesIO()
+    Image.new("RGB", (70000, 10), (1, 2, 3)).save(buf, "BMP")
+    opts = WriteOptions(out=str(tmp_path), transform=TransformConfig(), storage=StorageConfig(encoding="passthrough"))
+    encoded = process(ShardItem(0, 0, "cat/wide.bmp", 0), (buf.getvalue(), None), opts, dict.fromkeys(STAGES, 0.0))
+    field = unpack_record(encoded.value).fields["image"]
+    assert field.encoding == "png" and tuple(field.shape) == (10, 70000, 3) and not encoded.passthrough

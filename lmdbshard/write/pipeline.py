@@ -77,7 +77,7 @@ def process(item, payload: Any, opts, seconds: dict[str, float]) -> Encoded:
             mask = None if mask_data is None else decode_mask(mask_data, item.mask_path, img.size)
         else:
             img, mask, label = split_item(payload, item.path)
-            check_pixels(img.size, cfg.max_pixels, "the dataset's item")
+            check_pixels(img.size, cfg.max_pixels, "storing the dataset's item")
             img = to_rgb(img)
             mask = None if mask is None else _mask_mode(mask, item.path, img.size)
     t1 = time.perf_counter()

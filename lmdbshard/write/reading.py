@@ -36,23 +36,29 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (s
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
+def _regular(rel: str, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise SampleError(rel, f"{kind}, not a regular file; only regular files are read")
+
+
 def read_regular(root: str, rel: str, limit: int) -> bytes:
     """The bytes of the regular file ``root/rel``, if it holds at most ``limit`` bytes; else SampleError.
 
-    Opened non-blocking, so a FIFO cannot hang the open, and checked on the opened descriptor (fstat),
-    so a path swapped for a device or a pipe after any earlier check is still refused. At most
-    ``limit + 1`` bytes are read: a file that grows past the limit while being read is refused too."""
+    Checked before opening (stat), opened non-blocking, so that a FIFO cannot hang the open, and checked
+    again on the opened descriptor (fstat), so that a path swapped for a device or a pipe in between is
+    refused too. At most ``limit + 1`` bytes are read: a file that grows past the limit is refused."""
     if rel.endswith(UNLISTED):
         raise SampleError(rel, unlisted_reason(os.path.join(root, rel)))
-    try:
-        fd = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    path = os.path.join(root, rel)
+    try:   # a device is refused before it is opened: opening some (a watchdog, a tape) acts
+        _regular(rel, os.stat(path))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise SampleError(rel, f"cannot read {exc.filename or rel}: {exc.strerror or exc}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
-            raise SampleError(rel, f"{kind}, not a regular file; only regular files are read")
+        _regular(rel, st)   # again on what was opened: the path may have been swapped since
         if st.st_size > limit:
             raise SampleError(rel, f"{st.st_size} bytes, over transform.max_file_bytes={limit}; "
                                    "raise transform.max_file_bytes to read it")

@@ -33,7 +33,8 @@ def list_imagenet_val(cfg: SourceConfig) -> Listing:
     try:
         names = os.listdir(root)
     except OSError as exc:
-        raise SourceError(f"source.root {cfg.root!r} cannot be listed ({exc.strerror or exc}); make it readable") from None
+        raise SourceError(f"source.root {cfg.root!r} cannot be listed ({exc.strerror or exc}); "
+                          "make it readable") from None
     files = sorted(n for n in names if _NAME.match(n) and n.lower().endswith(exts))
     if not files:
         raise SourceError(f"source.root {cfg.root!r} holds no ILSVRC2012_val_*.JPEG files; pass the flat "
