@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import warnings
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lmdbshard.write.config import TransformConfig

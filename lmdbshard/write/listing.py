@@ -21,8 +21,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from lmdbshard.errors import SourceError
-
 
 @dataclass(frozen=True)
 class Listing:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from lmdbshard.write.writer import INITIAL_MAP, ShardOutput, scratch_dir
 from lmdbshard.write.config import AugmentConfig, StorageConfig, TransformConfig
