@@ -142,7 +142,8 @@ def write_shard(task: ShardTask, opts: WriteOptions,
     scratch = scratch_dir(task.index, opts.scratch_dir)
     output = None
     try:
-        output = ShardOutput(task.index, task.first_key, len(task.items), opts.initial_map_size, scratch)
+        output = ShardOutput(task.index, task.first_key, len(task.items), opts.initial_map_size, scratch,
+                             directories=opts.storage.encoding == "caffe_datum")
         last_report = time.monotonic()
         for done, (item, data, read_error, read_s) in enumerate(_prefetched(task, opts.python), 1):
             seconds["read"] += read_s
