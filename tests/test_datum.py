@@ -61,6 +61,7 @@ def test_raw_datums_parse_with_protobuf_and_hold_chw_bgr(ray_local, tree, tmp_pa
         d.ParseFromString(value)
         assert d.SerializeToString() == value              # the bytes protobuf itself writes (unknown fields kept)
         assert d.channels == 3 and not d.encoded and len(d.data) == 3 * d.height * d.width
+        assert d.HasField("encoded")                       # false written out, as Caffe's CVMatToDatum does
         chw_bgr = np.frombuffer(d.data, np.uint8).reshape(3, d.height, d.width)
         rec = ds.record(int(key))
         rgb = reference_rgb(os.path.join(tree.root, paths[rec.source_index]), 20)
