@@ -166,3 +166,25 @@ def test_older_one_file_datum_shards_still_read_and_a_rerun_republishes_them(ray
     with ShardedDataset(out) as ds:
         assert [(image.tobytes(), label) for image, label in ds] == before
     assert verify(out).ok
+
+
+def test_a_directory_is_published_whole_or_not_at_all(tmp_path):
+    from lmdbshard.write.atomic import publishing_dir
+    final = str(tmp_path / "shard-000000.lmdb")
+    with pytest.raises(OSError, match="copy failed"):
+        with publishing_dir(final, "data.mdb") as fd:
+            os.write(fd, b"half")
+            raise OSError("copy failed")
+    assert os.listdir(tmp_path) == []                                        # no final name, no .partial left
+    for content in (b"first", b"second"):                                    # the second replaces the first
+        with publishing_dir(final, "data.mdb") as fd:
+            os.write(fd, content)
+        assert os.listdir(tmp_path) == ["shard-000000.lmdb"] and os.listdir(final) == ["data.mdb"]
+        assert open(os.path.join(final, "data.mdb"), "rb").read() == content
+    assert oct(os.stat(final).st_mode & 0o777) == oct(0o777 & ~_umask())     # not mkdtemp's 0700
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -4,9 +4,9 @@
 (checksumming them as it goes), grows the map when it is full, then compact-copies each file
 next to the output as ``*.partial``, fsyncs it and renames it into place: a crash at any point
 leaves no file under the final name. In Caffe Datum mode each LMDB is published as an environment
-directory holding ``data.mdb`` (what Caffe and DALI's caffe reader open), the same way: the copy goes
-into a ``*.partial`` directory, which is fsynced and renamed. A full disk becomes one ``DiskFullError`` line naming the
-shard, the space it needs and the space free.
+directory holding ``data.mdb`` (what Caffe and DALI's caffe reader open), the same way: the copy
+goes into a ``*.partial`` directory, which is fsynced and renamed. A full disk becomes one
+``DiskFullError`` line naming the shard, the space it needs and the space free.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import lmdb
 from lmdbshard.write.atomic import disk_full_message, free_bytes, is_disk_full, publishing, publishing_dir
 from lmdbshard.format.datum import label_filename
 from lmdbshard.errors import DiskFullError, ShardError
-from lmdbshard.format.record import LMDB_DATA_FILE, RecordHasher, encode_key, lmdb_data_file, shard_filename
+from lmdbshard.format.record import LMDB_DATA_FILE, RecordHasher, encode_key, shard_filename
 
 BATCH_BYTES = 32 << 20     # one write transaction holds about this much
 BATCH_RECORDS = 4096
@@ -74,7 +74,7 @@ class ShardBuilder:
                 self.env.copyfd(fd, compact=True)
         except (lmdb.Error, OSError) as exc:
             raise _storage_error(exc, self.index, f"copying it to {final}", folder, self.used_bytes(), "") from exc
-        return os.path.getsize(lmdb_data_file(final))
+        return os.path.getsize(os.path.join(final, LMDB_DATA_FILE) if directory else final)
 
     def close(self) -> None:
         self.env.close()
