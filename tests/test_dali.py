@@ -26,13 +26,16 @@ from lmdbshard import ShardedDataset, SourceConfig, StorageConfig, TransformConf
 DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "CAFFE_DALI.md")
 
 
+def doc_blocks() -> list[str]:
+    with open(DOC) as f:
+        return re.findall(r"```python\n(.*?)```", f.read(), re.S)
+
+
 @pytest.fixture(scope="module")
 def doc():
     """The names the first Python block of docs/CAFFE_DALI.md defines (shard_dirs, caffe_pipeline)."""
-    with open(DOC) as f:
-        block = re.search(r"```python\n(.*?)```", f.read(), re.S).group(1)
     names: dict = {}
-    exec(compile(block, DOC, "exec"), names)
+    exec(compile(doc_blocks()[0], DOC, "exec"), names)
     return names
 
 
@@ -46,6 +49,18 @@ def read_all(doc, out: str, n: int, batch_size: int = 4) -> list[tuple]:
         outputs = pipe.run()
         samples += [tuple(np.array(o.at(i)) for o in outputs) for i in range(len(outputs[0]))]
     return samples[:n]
+
+
+def test_the_documented_example_runs(ray_local, tree, tmp_path, doc):
+    out = str(tmp_path / "out")
+    convert(job(tree.root, out, storage=StorageConfig(encoding="caffe_datum")))
+    names = dict(doc)
+    second = doc_blocks()[1]
+    exec(compile(second.replace('"out/demo"', repr(out)), DOC, "exec"), names)
+    with ShardedDataset(out) as ds:
+        image, label = ds[0]
+        np.testing.assert_array_equal(np.array(names["images"].at(0)), image[:, :, ::-1].transpose(2, 0, 1))
+        assert np.array(names["labels"].at(0)).tolist() == [label]
 
 
 def test_labels_and_chw_bgr_pixels_of_every_sample(ray_local, tree, tmp_path, doc):
