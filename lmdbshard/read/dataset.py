@@ -10,16 +10,16 @@ per-root label maps only, never keys.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import operator
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import lmdb
 
 from lmdbshard.errors import FormatError
+from lmdbshard.format.datum import datum_record
 from lmdbshard.format.manifest import DATUM_FORMAT, load_manifest
 from lmdbshard.format.record import encode_key, unpack_record
 from lmdbshard.read import envs
@@ -125,7 +125,6 @@ class ShardedDataset:
         k, offset = self.locate(index)
         value = bytes(self._get(k, offset))
         if self.shard_refs[k].datum:
-            from lmdbshard.format.datum import datum_record
             companion = self._companion(k, offset)
             return datum_record(value, None if companion is None else bytes(companion))
         return unpack_record(value)
@@ -184,7 +183,7 @@ class ShardedDataset:
         new.__setstate__(self.__getstate__())
         new.roots = self.roots + other.roots
         shift = len(self._label_maps)
-        new.shard_refs = self.shard_refs + tuple(dataclasses.replace(r, label_map=r.label_map + shift)
+        new.shard_refs = self.shard_refs + tuple(replace(r, label_map=r.label_map + shift)
                                                  for r in other.shard_refs)
         new._label_maps = self._label_maps + other._label_maps
         new._ends = _cumulative(new.shard_refs)
