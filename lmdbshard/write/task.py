@@ -94,7 +94,8 @@ def write_shard(task: ShardTask, opts: WriteOptions,
     scratch = scratch_dir(task.index, opts.scratch_dir)
     output = None
     try:
-        output = ShardOutput(task.index, task.first_key, len(task.items), opts.initial_map_size, scratch)
+        output = ShardOutput(task.index, task.first_key, len(task.items), opts.initial_map_size, scratch,
+                             directories=opts.storage.encoding == "caffe_datum")
         last_report = time.monotonic()
         limit = opts.transform.max_file_bytes
         for done, (item, data, read_error, read_s) in enumerate(prefetched(task, opts.python, limit), 1):
