@@ -24,8 +24,9 @@ How a document's blocks are run:
   Ray cluster. Then a check asserts what its examples promise (batch shapes, labels, the plan's
   test vector, the minimal reader agreeing with ``ShardedDataset``, ...).
 
-A document whose examples import an optional package that is not installed (torch with
-``make test TORCH=``, NVIDIA DALI outside its opt-in run) is skipped. Shell blocks are not run.
+The documents in ``RUN_ELSEWHERE`` have their own test, which needs their own data. A document
+whose examples import an optional package that is not installed (torch with
+``make test TORCH=``, or NVIDIA DALI) is skipped. Shell blocks are not run.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from lmdbshard import ShardedDataset, TransformConfig, convert
 from conftest import copytree, job, make_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ["README.md"] + sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
+RUN_ELSEWHERE = {"docs/CAFFE_DALI.md": "tests/test_dali.py, with DALI's reader on Datum output (make test DALI=1)"}
+ALL_DOCS = ["README.md"] + sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
+DOCS = [doc for doc in ALL_DOCS if doc not in RUN_ELSEWHERE]
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->")
 DATASET_PLACEHOLDERS = ("/data/in1k-train", "/data/in1k-train-more", "/data/extra", "out/demo")
 OPTIONAL = re.compile(r"^\s*(?:import|from)\s+(torch|nvidia\.dali)\b", re.M)   # skip the document without it
@@ -133,6 +136,13 @@ def test_markers_and_placeholders_are_applied_as_documented():
     assert substitute(first.code, paths, "X.md:2") == 'ds = ShardedDataset("/tmp/ds")\n'
     with pytest.raises(AssertionError, match="unknown placeholder path '/data/unknown'"):
         substitute(unknown.code, paths, "X.md:11")
+
+
+def test_documents_run_elsewhere_are_run_there():
+    for doc, test in RUN_ELSEWHERE.items():
+        assert os.path.exists(os.path.join(REPO, doc)), f"{doc} is gone: remove it from RUN_ELSEWHERE"
+        test_file = os.path.join(REPO, test.split(",")[0])
+        assert os.path.basename(doc) in open(test_file).read(), f"{test_file} does not run {doc}'s examples"
 
 
 def test_every_shrink_rule_still_matches_a_document():
