@@ -225,3 +225,13 @@ def test_dataloader_resumes_mid_epoch(demo_out):
     resumed = ShardSampler(ds, 1, 0, seed=7)
     resumed.load_state_dict(state)
     assert first + load(ds, resumed) == full
+
+
+def test_scale_benchmark_reports_both_targets():
+    from lmdbshard.benchmark.scale_sampler import measure
+    result = measure(samples=100_000, shard_size=2560, replicas=8, repeats=1)
+    assert (result.samples, result.shards, result.rank_samples) == (102_400, 40, 12_800)
+    assert result.indices_s > 0 and result.permutation_s > 0
+    assert result.memory_verdict == "PASS"
+    rows = result.rows()
+    assert len(rows) == 2 and all(row.endswith(("PASS", "MISS")) for row in rows)

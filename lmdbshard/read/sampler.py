@@ -4,12 +4,13 @@ Each epoch visits the shards in a seeded order, and within each shard the blocks
 ``block_size`` consecutive keys in a seeded order, shuffling the samples inside each
 block. A rank therefore reads a few shards, one block at a time, instead of pages
 scattered over every file. The epoch's sequence is cut into equal contiguous pieces,
-one per rank (see ``partition.py``).
+one per rank (see ``partition.py``). A rank computes only its own piece: the shard order, then the
+blocks of the shards its piece overlaps, so its cost is O(shards + N / num_replicas).
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 import numpy as np
 
