@@ -1,16 +1,20 @@
-"""Tools for fault-injection tests: an image file that holds its reader until released, finding the
-process that is reading it (so a test can kill exactly the worker that is mid-shard), and a real driver
-process whose session holds every process it starts."""
+"""Tools for fault-injection tests: an image file that holds its reader until released, a dataset that
+reads it (lmdbshard itself reads only regular files), finding the process that is reading it (so a test
+can kill exactly the worker that is mid-shard), and a real driver process whose session holds every
+process it starts."""
 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import subprocess
 import sys
 import threading
 import time
 from typing import Callable
+
+from PIL import Image
 
 
 class FifoImage:
@@ -62,6 +66,34 @@ class FifoImage:
             f.write(self.data)
 
 
+class HeldFolder:
+    """The images of an ImageFolder tree (``root/<class>/**/<image>``) as a python source,
+    ``source.target=faults:HeldFolder source.args=[root]``. The dataset opens its files itself, as a
+    user's dataset does, so a ``FifoImage`` among them keeps the task that reaches it waiting."""
+
+    EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+    def __init__(self, root: str):
+        self.root = root
+        self.classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        self.items = sorted((os.path.relpath(os.path.join(folder, name), root), label)
+                            for label, c in enumerate(self.classes) for folder, _, names in os.walk(os.path.join(root, c))
+                            for name in names if name.lower().endswith(self.EXTENSIONS))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        rel, label = self.items[i]
+        with open(os.path.join(self.root, rel), "rb") as f:
+            return Image.open(io.BytesIO(f.read())), label
+
+
+def held_source(root: str):
+    from lmdbshard import SourceConfig
+    return SourceConfig(kind="python", target="faults:HeldFolder", args=[root])
+
+
 def readers_of(path: str) -> list[int]:
     """PIDs of other processes with ``path`` open (a scan of /proc/*/fd)."""
     target = os.path.realpath(path)
@@ -97,12 +129,18 @@ DRIVER_ARGS = ["shard_size=5", "transform.resize_shorter=32", "storage.quality=9
 
 
 def start_driver(src: str, out: str, *overrides: str) -> subprocess.Popen:
-    """``jobs/convert.py`` as a user runs it, in a session of its own: a signal to its process group is
+    """``jobs/convert.py`` as a user runs it, over ``HeldFolder(src)``, in a session of its own: a signal to its process group is
     what a terminal's Ctrl-C sends, and the session finds every process it started (Ray's included)."""
-    cmd = [sys.executable, os.path.join(REPO, "jobs", "convert.py"), "--config-name", "base",
-           f"source.root={src}", f"out={out}", *DRIVER_ARGS, *overrides]
+    cmd = [sys.executable, os.path.join(REPO, "jobs", "convert.py"), "--config-name", "base", "source=python",
+           "source.target=faults:HeldFolder", f"source.args=['{src}']", f"out={out}", *DRIVER_ARGS, *overrides]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env_with_tests())
+
+
+def env_with_tests() -> dict[str, str]:
+    """This environment, with the tests folder on PYTHONPATH: Ray workers import HeldFolder from there."""
+    path = os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def session_processes(sid: int) -> dict[int, str]:
