@@ -25,7 +25,7 @@ from lmdbshard.format.datum import datum_array, decode_datum
 from lmdbshard.read.envs import registry
 from lmdbshard.errors import FormatError
 from lmdbshard.format.record import (
-    DTYPE_NAMES, ENCODING_NAMES, ENCODINGS, Field, encode_key, find_field, unpack_record,
+    DTYPE_NAMES, ENCODING_NAMES, ENCODINGS, KEY_FORMAT, Field, encode_key, find_field, unpack_record,
 )
 from lmdbshard.format.manifest import DATUM_FORMAT, load_manifest
 
@@ -149,7 +149,7 @@ class ShardedDataset:
         if txn is None:
             txn = self._txn(k)
         offset = i - (self._ends[k - 1] if k else 0)
-        value = txn.get(b"%010d" % (self._first_keys[k] + offset))
+        value = txn.get(KEY_FORMAT % (self._first_keys[k] + offset))
         if value is None:
             raise self._damaged(k, offset)
         return self._sample(value, k, offset)
