@@ -167,7 +167,7 @@ UNREADABLE_SCRIPT = textwrap.dedent("""
     items = (ShardItem(0, 0, "cat/ok.png", 0), ShardItem(1, 0, "cat/secret.png", 0))
     report = write_shard(ShardTask(0, 0, {root!r}, items),
                          WriteOptions(out={out!r}, transform=TransformConfig(), storage=StorageConfig(encoding="raw")))
-    print(json.dumps(dict(count=report.count, errors=report.errors)))
+    print(json.dumps(report.to_json()))
 """)
 
 

@@ -134,7 +134,7 @@ def test_map_full_grows_the_map_and_writes_everything(tree, tmp_path):
                          storage=StorageConfig(encoding="raw"), initial_map_size=64 << 10)
     roomy = WriteOptions(out=str(tmp_path / "roomy"), transform=small.transform, storage=small.storage)
     a, b = write_shard(task, small), write_shard(task, roomy)
-    assert a.count == b.count == 21 and a.sha256 == b.sha256
+    assert a.entry.count == b.entry.count == 21 and a.entry.sha256 == b.entry.sha256
     assert stored_items(small.out) == stored_items(roomy.out)
 
 
