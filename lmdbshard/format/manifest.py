@@ -244,8 +244,9 @@ def _check_consistent(doc: Fields, classes: list[str], shards: list[ShardEntry])
         doc.fail(f"num_samples is {doc.data['num_samples']}, but the shards hold {stored} records")
     counts = doc.opt("class_counts", list)
     if counts is not None:
+        if len(counts) > len(classes):
+            doc.fail(f"class_counts counts {len(counts)} labels, but classes names only {len(classes)}")
         if len(counts) != len(classes) or any(exact_int(n) is None or n < 0 for n in counts):
-            doc.fail(f"class_counts must be {len(classes)} non-negative integers, one per class, "
-                     f"got {len(counts)} values")
+            doc.fail(f"class_counts must be {len(classes)} non-negative integers, one per class, got {counts!r:.60}")
         if sum(counts) > stored:
             doc.fail(f"class_counts add up to {sum(counts)}, more than the {stored} records stored")

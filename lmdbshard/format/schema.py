@@ -32,19 +32,16 @@ class Fields:
         self.data, self.path, self.where = data, path, where
 
     def fail(self, problem: str) -> NoReturn:
-        at = f" {self.where}" if self.where else ""
+        at = f", {self.where}" if self.where else ""
         raise FormatError(f"{self.path}{at}: {problem}; the file is damaged or was not written by lmdbshard "
                           "(rerun the conversion to rewrite it)")
 
-    def _name(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
     def get(self, key: str, kind: type) -> Any:
         if key not in self.data:
-            self.fail(f"missing key {self._name(key)!r}")
+            self.fail(f"missing key {key!r}")
         value = self.data[key]
         if (exact_int(value) is None) if kind is int else not isinstance(value, kind):
-            self.fail(f"{self._name(key)} must be {_TYPE_NAMES[kind]}, got {value!r:.60}")
+            self.fail(f"{key} must be {_TYPE_NAMES[kind]}, got {value!r:.60}")
         return value
 
     def opt(self, key: str, kind: type) -> Any:
@@ -54,7 +51,7 @@ class Fields:
         """A non-negative integer."""
         value = self.get(key, int)
         if value < 0:
-            self.fail(f"{self._name(key)} must be >= 0, got {value}")
+            self.fail(f"{key} must be >= 0, got {value}")
         return value
 
     def b64(self, key: str) -> str:
@@ -62,7 +59,7 @@ class Fields:
         try:
             return names.from_b64(self.get(key, str))
         except (binascii.Error, ValueError):
-            self.fail(f"{self._name(key)} is not base64")
+            self.fail(f"{key} is not base64")
 
     def sub(self, data: Any, where: str) -> "Fields":
         if not isinstance(data, dict):
@@ -72,4 +69,5 @@ class Fields:
     def objects(self, key: str, optional: bool = False) -> list["Fields"]:
         """The objects of list ``key``, each as ``Fields`` (``key[i]``)."""
         items = self.opt(key, list) if optional else self.get(key, list)
-        return [self.sub(item, f"{self._name(key)}[{i}]") for i, item in enumerate(items or [])]
+        prefix = f"{self.where}.{key}" if self.where else key
+        return [self.sub(item, f"{prefix}[{i}]") for i, item in enumerate(items or [])]
