@@ -141,6 +141,7 @@ def build_manifest(facts: DatasetFacts, shards: Sequence[ShardEntry], errors: Se
     """The manifest document: ``facts`` plus the shards (sorted by index), the skipped samples and ``stats``."""
     shards = sorted(shards, key=lambda s: s.index)
     errors = sorted(errors, key=lambda e: e.position)
+    exact = {str(i): b for i, b in enumerate(map(names.exact_b64, facts.classes)) if b is not None}
     doc = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -159,6 +160,7 @@ def build_manifest(facts: DatasetFacts, shards: Sequence[ShardEntry], errors: Se
         "num_planned": num_planned,
         "num_errors": len(errors),
         "classes": [names.display(c) for c in facts.classes],
+        **({"classes_b64": exact} if exact else {}),
         **({"class_counts": facts.class_counts} if facts.class_counts is not None else {}),
         "fields": facts.fields,
         "shards": [s.to_json() for s in shards],
@@ -166,9 +168,6 @@ def build_manifest(facts: DatasetFacts, shards: Sequence[ShardEntry], errors: Se
         "warnings": [names.display(w) for w in facts.warnings],
         "stats": stats,
     }
-    exact = {str(i): b for i, b in enumerate(map(names.exact_b64, facts.classes)) if b is not None}
-    if exact:
-        doc["classes_b64"] = exact
     return doc
 
 
