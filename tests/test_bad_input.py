@@ -23,6 +23,7 @@ from PIL import Image
 
 from lmdbshard import StorageConfig, TransformConfig, convert
 from lmdbshard.format.record import raw_array, unpack_record
+from lmdbshard.write.resume import OutputDir
 
 from conftest import job, make_tree, pixels
 
@@ -115,7 +116,7 @@ def matrix(ray_local, tmp_path_factory):
     result = convert(job(tree.root, out, transform=TransformConfig(), storage=StorageConfig(encoding="raw"),
                          max_error_rate=0.5))
     manifest = json.load(open(os.path.join(out, "manifest.json")))
-    sources = [p for p, _ in json.load(open(os.path.join(out, "plan.json")))["sources"]]
+    sources = OutputDir(out).source_paths()
     import lmdb
     stored = {}
     for shard in manifest["shards"]:

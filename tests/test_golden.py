@@ -16,6 +16,7 @@ from PIL import Image
 
 from lmdbshard import StorageConfig, TransformConfig, convert
 from lmdbshard.format.manifest import load_manifest
+from lmdbshard.write.resume import OutputDir
 
 from conftest import job
 
@@ -83,6 +84,8 @@ def golden_manifest(tmp_path) -> dict:
     with open(os.path.join(out, "manifest.json"), "rb") as f:
         text = f.read().decode("utf-8")       # strict UTF-8 ...
     assert "\\udc" not in text                 # ... with no lone surrogates
+    plan = open(os.path.join(out, "plan.json"), "rb").read().decode("utf-8")
+    assert "\\udc" not in plan and os.fsdecode(b"\xe9t\xe9/caf\xe9.png") in OutputDir(out).source_paths()
     m = load_manifest(out)                     # the exact names come back from their bytes
     assert m.classes == ["cat", os.fsdecode(b"\xe9t\xe9")]
     assert [os.fsencode(e.path) for e in m.errors] == [b"\xe9t\xe9/caf\xe9.png"]

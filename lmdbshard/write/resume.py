@@ -83,6 +83,8 @@ class OutputDir:
 
     def _plan_document(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> dict:
         identity = cfg.output_identity()
+        exact = {} if listing.kind == "python" else {
+            str(i): b for i, b in enumerate(map(names.exact_b64, listing.paths)) if b is not None}
         return {   # file names that are not UTF-8 are written with U+FFFD (write_json_atomic, names.py)
             "format_version": FORMAT_VERSION,
             "plan_sha256": plan.digest(),
@@ -102,7 +104,16 @@ class OutputDir:
             "sources": None if listing.kind == "python" else [
                 [p, lbl, *([listing.mask_paths[i]] if listing.mask_paths else [])]
                 for i, (p, lbl) in enumerate(zip(listing.paths, listing.labels))],
+            **({"sources_b64": exact} if exact else {}),   # source index -> exact path bytes (names.py)
         }
+
+    def source_paths(self) -> list[str]:
+        """The saved plan's source paths by source index, exactly as listed (``sources_b64`` applied)."""
+        doc = self.load_plan_document()
+        paths = [s[0] for s in doc["sources"] or []]
+        for i, b64 in doc.get("sources_b64", {}).items():
+            paths[int(i)] = names.from_b64(b64)
+        return paths
 
     def load_plan_document(self) -> dict:
         with open(self.plan_path, encoding="utf-8") as f:
