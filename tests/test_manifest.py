@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 
 import pytest
 
@@ -142,3 +143,30 @@ def test_names_that_are_not_utf8_are_strict_json_and_round_trip(tmp_path):
     m = load_manifest(str(tmp_path))
     assert m.classes == ["cat", CLASS] and m.errors[0].path == PATH       # the exact bytes come back
     assert os.fsencode(m.errors[0].path) == b"dog/caf\xe9.png"
+
+
+def test_a_shard_report_round_trips_through_strict_json():
+    from lmdbshard.write.atomic import json_bytes
+    from lmdbshard.write.report import ShardReport
+    report = ShardReport(ShardEntry(3, "shards/shard-000003.lmdb", 12, 3, 4096, "d" * 64,
+                                    "shards/shard-000003-label.lmdb", 2048, "e" * 64),
+                         planned=4, errors=[Skipped(3, 13, 7, 1, PATH, "cannot decode: truncated")],
+                         seconds={"read": 0.5, "decode": 1.25}, passthrough=1, masks=3, label_counts={"0": 2, "1": 1},
+                         plan_sha256="f" * 64)
+    text = json_bytes(report.to_json()).decode("ascii")
+    assert "\\udc" not in text
+    assert ShardReport.from_json(json.loads(text), "r.json") == report
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (_del("planned"), "missing key 'planned'"),
+    (_set("3", "count"), "count must be an integer, got '3'"),
+    (_set([{"position": 1}], "errors"), "errors[0]: missing key 'path'"),
+    (_set({"read": "fast"}, "seconds"), "seconds must map stage names to numbers"),
+])
+def test_a_malformed_report_is_a_format_error_naming_the_file(edit, expected):
+    from lmdbshard.write.report import ShardReport
+    doc = ShardReport(ShardEntry(0, "shards/shard-000000.lmdb", 0, 3, 4096, "d" * 64), planned=3).to_json()
+    edit(doc)
+    with pytest.raises(FormatError, match=r"^reports/shard-000000.json.*" + re.escape(expected)):
+        ShardReport.from_json(doc, "reports/shard-000000.json")
