@@ -20,8 +20,8 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
 
 from lmdbshard.write.config import ConvertConfig
 from lmdbshard.errors import ConfigError, FormatError, FormatVersionError, PlanMismatchError
@@ -46,6 +46,7 @@ def identity_hash(identity: dict[str, Any]) -> str:
 @dataclass
 class OutputDir:
     root: str
+    _plan: Optional[dict] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def plan_path(self) -> str:
@@ -116,8 +117,11 @@ class OutputDir:
         return paths
 
     def load_plan_document(self) -> dict:
-        with open(self.plan_path, encoding="utf-8") as f:
-            return json.load(f)
+        """The saved plan.json, read once (it holds one entry per source: large for big datasets)."""
+        if self._plan is None:
+            with open(self.plan_path, encoding="utf-8") as f:
+                self._plan = json.load(f)
+        return self._plan
 
     def _check_saved_plan(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> None:
         saved = self.load_plan_document()
@@ -158,10 +162,9 @@ class OutputDir:
         own = {PLAN_NAME, MANIFEST_NAME, LOCK_NAME, SHARD_DIR, REPORT_DIR}
         indices: set[int] = set()
         files: set[str] = set()
-        for doc_path in (self.plan_path, self.manifest_path):
+        for load in (self.load_plan_document, self._load_manifest_document):
             try:
-                with open(doc_path, encoding="utf-8") as f:
-                    doc = json.load(f)
+                doc = load()
             except (OSError, ValueError):
                 continue
             if isinstance(doc, dict) and type(doc.get("num_shards")) is int:
@@ -180,6 +183,10 @@ class OutputDir:
                 continue
             files.update(f for f in (report.entry.file, report.entry.label_file) if f)
         return own | {os.path.normpath(f).replace(os.sep, "/") for f in files}
+
+    def _load_manifest_document(self) -> Any:
+        with open(self.manifest_path, encoding="utf-8") as f:
+            return json.load(f)
 
     def _entries(self) -> list[str]:
         """Everything in the root and in its shards/ and reports/ folders, relative, '/' separators."""
@@ -213,6 +220,7 @@ class OutputDir:
         for rel in self._entries():
             if rel in own or self._scratchy(rel):
                 _remove(os.path.join(self.root, rel))
+        self._plan = None
 
     def _remove_partials(self) -> None:
         for rel in self._entries():
