@@ -21,7 +21,7 @@ import lmdb
 from lmdbshard.errors import FormatError
 from lmdbshard.format.datum import datum_record
 from lmdbshard.format.manifest import DATUM_FORMAT, load_manifest
-from lmdbshard.format.record import encode_key, unpack_record
+from lmdbshard.format.record import KEY_FORMAT, encode_key, unpack_record
 from lmdbshard.read import envs
 from lmdbshard.read.classes import combine_classes
 from lmdbshard.read.envs import registry
@@ -141,7 +141,7 @@ class ShardedDataset:
         if txn is None:
             txn = self._txn(k)
         offset = i - (self._ends[k - 1] if k else 0)
-        value = txn.get(b"%010d" % (self.shard_refs[k].first_key + offset))
+        value = txn.get(KEY_FORMAT % (self.shard_refs[k].first_key + offset))
         if value is None:
             raise self._damaged(k, offset)
         return self._sample(value, k, offset)

@@ -22,7 +22,7 @@ import lmdb
 from lmdbshard.write.atomic import disk_full_message, free_bytes, is_disk_full, publishing, publishing_dir
 from lmdbshard.format.datum import label_filename
 from lmdbshard.errors import DiskFullError, ShardError
-from lmdbshard.format.record import LMDB_DATA_FILE, RecordHasher, encode_key, shard_filename
+from lmdbshard.format.record import LMDB_DATA_FILE, SHARD_DIR, RecordHasher, encode_key, shard_filename
 
 BATCH_BYTES = 32 << 20     # one write transaction holds about this much
 BATCH_RECORDS = 4096
@@ -131,10 +131,10 @@ class ShardOutput:
     def publish(self, out: str) -> tuple[str, int, Optional[str], int]:
         """(file, bytes, label file or None, its bytes), relative to ``out``."""
         self.flush()
-        rel = f"shards/{shard_filename(self.index)}"
+        rel = f"{SHARD_DIR}/{shard_filename(self.index)}"
         label_rel, label_size = None, 0
         if self.labels is not None:   # the companion first: the main file's presence marks the shard done
-            label_rel = f"shards/{label_filename(shard_filename(self.index))}"
+            label_rel = f"{SHARD_DIR}/{label_filename(shard_filename(self.index))}"
             label_size = self.labels.publish(os.path.join(out, label_rel), self.directories)
         return rel, self.main.publish(os.path.join(out, rel), self.directories), label_rel, label_size
 
