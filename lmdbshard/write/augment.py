@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 from PIL import Image, ImageEnhance
 
+from lmdbshard.write.choices import Resample
 from lmdbshard.write.config import AugmentOp
 from lmdbshard.write.image import RESAMPLE, center_crop_box, resized_size
 from lmdbshard.format.splitmix import MASK64, mix64_int
@@ -42,7 +43,7 @@ class Draws:
 
 
 def augment(img: Image.Image, mask: Optional[Image.Image], ops: Sequence[AugmentOp], sample_seed: int,
-            resample: str = "bilinear") -> tuple[Image.Image, Optional[Image.Image]]:
+            resample: str = Resample.bilinear) -> tuple[Image.Image, Optional[Image.Image]]:
     """Apply ``ops`` in order; returns the new image and mask."""
     for j, op in enumerate(ops):
         draws = Draws(sample_seed, j)

@@ -136,7 +136,7 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
     t0 = time.monotonic()
     python = None
     if dataset is not None:
-        if cfg.source.kind != "python" or cfg.source.target not in (None, "", "???"):
+        if cfg.source.kind != "python" or cfg.source.target not in (None, ""):
             raise ConfigError("a dataset object needs source.kind=python and no source.target; "
                               "pass one or the other")
         python = python_source(cfg.source, dataset)
