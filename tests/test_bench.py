@@ -62,7 +62,7 @@ def test_bench_config_is_refused_before_any_work(data, match):
 def test_unknown_bench_key_is_refused():
     with pytest.raises(ConfigError, match="did you mean repeats"):
         parse_config({"repeat": 2}, BenchConfig)
-    with pytest.raises(ConfigError, match=r"unknown config key 'corpus.dir'; did you mean corpus.aspect\?"):
+    with pytest.raises(ConfigError, match=r"^unknown config key 'corpus.dir'; known keys: aspect, classes, detail, per_class, quality, seed, short_side$"):
         parse_config({"corpus": {"dir": "x"}}, BenchConfig)
 
 
