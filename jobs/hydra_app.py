@@ -96,8 +96,9 @@ def conversion(job: ConvertConfig) -> ConvertConfig:
 def check_command_line(argv: list[str], schema: type, configs: list[str], default: str) -> None:
     """Refuse an unknown config name, group option or key, or a value of the wrong type, in one line."""
     args = get_args_parser().parse_args(argv)   # a bad flag: argparse's usage and status 2, as Hydra's
+    own = bool(args.config_dir or args.config_path)   # the user's own configs: names and options are theirs
     name = args.config_name or default
-    if name not in configs:
+    if name not in configs and not own:
         raise ConfigError(f"no config named {name!r}; the configs are {', '.join(configs)} "
                           f"(conf/NAME.yaml, chosen with --config-name NAME or make convert CONF=NAME)")
     try:
@@ -105,10 +106,10 @@ def check_command_line(argv: list[str], schema: type, configs: list[str], defaul
     except OverrideParseException as exc:
         raise ConfigError(f"cannot read the override: {str(exc).splitlines()[0]}") from None
     for override in overrides:
-        _check_override(override, schema)
+        _check_override(override, schema, own)
 
 
-def _check_override(o: Override, schema: type) -> None:
+def _check_override(o: Override, schema: type, own: bool = False) -> None:
     key = o.key_or_group
     if key == "hydra" or key.startswith("hydra.") or o.package is not None:
         return   # Hydra's own settings, and group@package: Hydra checks those
@@ -119,7 +120,7 @@ def _check_override(o: Override, schema: type) -> None:
     if key in _groups() and all(isinstance(v, str) for v in values):
         options = _group_options(key)
         for v in values:
-            if v not in options and not o.is_delete():
+            if v not in options and not (o.is_delete() or own):
                 close = difflib.get_close_matches(v, options, n=1)
                 hint = f"did you mean {key}={close[0]}? " if close else ""
                 raise ConfigError(f"unknown {key} option {v!r}; {hint}the options are {', '.join(options)} "

@@ -153,6 +153,7 @@ def test_command_line_is_checked_before_hydra(argv, match):
     ["shard_size=8", "transform.resample=bicubic", "rebuild=[3,17]", "out=null", "source=paired", "+split=val",
      "imagenet.root=/d", "source.kwargs.train=true", "+source.kwargs.root=/x", "hydra.verbose=true", "--help"],
     ["-m", "shard_size=8,16", "augment=flip,none", "out=${imagenet.out}/x"],
+    ["--config-dir", "/my/conf", "--config-name", "mine", "source=my_source"],   # the user's own configs
 ])
 def test_valid_command_lines_pass(argv):
     check_command_line(argv, ConvertJob, conversion_configs(), "demo")

@@ -1,6 +1,7 @@
 """The Hydra job as `make convert` runs it, in a subprocess: summary on success, one-line errors."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -79,4 +80,20 @@ def test_error_rate_over_the_limit_exits_non_zero_in_one_line(tmp_path):
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("lmdbshard: error: 1 of 7 images could not be read") and "max_error_rate=0.0" in last
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "jobs", "convert.py"), "--config-name", "demo",
+                             f"source.root={tmp_path / 'demo'}", "demo.per_class=60", f"out={tmp_path / 'out'}",
+                             "ray.num_cpus=1", "progress=log", "log_interval_s=0.2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    for line in proc.stderr:   # the job is under way: Ctrl-C now
+        if " progress " in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and out == ""
+    assert err.strip().splitlines()[-1].startswith("interrupted")
     assert not (tmp_path / "out" / "manifest.json").exists()
