@@ -99,7 +99,8 @@ def check_command_line(argv: list[str], schema: type, configs: list[str], defaul
     own = bool(args.config_dir or args.config_path)   # the user's own configs: names and options are theirs
     name = args.config_name or default
     if name not in configs and not own:
-        raise ConfigError(f"no config named {name!r}; the configs are {', '.join(configs)} "
+        what = f"{name!r} is make bench's config, not a conversion" if name == BENCHMARK else f"no config {name!r}"
+        raise ConfigError(f"{what}; the configs are {', '.join(configs)} "
                           f"(conf/NAME.yaml, chosen with --config-name NAME or make convert CONF=NAME)")
     try:
         overrides = OverridesParser.create().parse_overrides(args.overrides)

@@ -141,8 +141,8 @@ def test_every_group_option_holds_what_it_says(group, option):
     (["storage.encoding=webp"], r"^storage.encoding must be one of jpeg, png, raw, passthrough, caffe_datum; got 'webp'$"),
     (["overwrite=yes"], r"^overwrite must be true or false, got 'yes'$"),
     (["storage=jpg"], r"^unknown storage option 'jpg'; did you mean storage=jpeg\? the options are caffe_datum, jpeg,"),
-    (["--config-name", "doesnotexist"], r"^no config named 'doesnotexist'; the configs are base, demo, imagenet "),
-    (["--config-name", BENCHMARK], r"^no config named 'benchmark'; the configs are base, demo, imagenet "),
+    (["--config-name", "doesnotexist"], r"^no config 'doesnotexist'; the configs are base, demo, imagenet "),
+    (["--config-name", BENCHMARK], r"^'benchmark' is make bench's config, not a conversion; the configs are base, "),
 ])
 def test_command_line_is_checked_before_hydra(argv, match):
     with pytest.raises(ConfigError, match=match):

@@ -45,7 +45,7 @@ def test_job_converts_and_prints_summary(tmp_path):
     (["shard_size=abc", "source.root=/tmp", "out=/tmp/x"], "imagenet", "shard_size must be an integer, got 'abc'; set shard_size=N"),
     (["+split=val", "imagenet.out=/tmp/x"], "imagenet",
      "imagenet.root is required: source.root is ${imagenet.root}/val; pass imagenet.root=..."),
-    ([], "doesnotexist", "no config named 'doesnotexist'; the configs are base, demo, imagenet "
+    ([], "doesnotexist", "no config 'doesnotexist'; the configs are base, demo, imagenet "
                          "(conf/NAME.yaml, chosen with --config-name NAME or make convert CONF=NAME)"),
 ])
 def test_bad_config_is_refused_in_one_line(overrides, config, message):
