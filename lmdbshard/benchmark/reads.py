@@ -26,6 +26,7 @@ import numpy as np
 from lmdbshard.tools.read_speed import measure, measure_interleaved
 from lmdbshard.read.dataset import ShardedDataset
 from lmdbshard.read.envs import registry
+from lmdbshard.write.choices import Resample
 from lmdbshard.write.listing import Listing
 from lmdbshard.read.stream import ShardStream
 from lmdbshard.benchmark.baselines import BareShards, imagefolder_read, pil_decode, source_files
@@ -120,4 +121,4 @@ def run_reads(jpeg_root: str, raw_root: str, listing: Listing, samples: int, sec
 def _transform_of(root: str) -> tuple[int | None, str]:
     from lmdbshard.format.manifest import load_manifest
     t = load_manifest(root).data["config"]["transform"]
-    return t.get("resize_shorter"), t.get("resample", "bilinear")
+    return t.get("resize_shorter"), t.get("resample", Resample.bilinear)

@@ -153,7 +153,7 @@ def _python_config(cfg: ConvertConfig, dataset: object | None) -> tuple[ConvertC
     contents (say, another split) is refused."""
     if dataset is None:
         return cfg, None
-    if cfg.source.kind != "python" or cfg.source.target not in (None, "", "???"):
+    if cfg.source.kind != "python" or cfg.source.target not in (None, ""):
         raise ConfigError("a dataset object needs source.kind=python and no source.target; "
                           "pass one or the other")
     python = python_source(cfg.source, dataset, dumps=pickle_for_workers)
