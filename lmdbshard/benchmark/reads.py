@@ -63,7 +63,7 @@ def _records_group(jpeg_root: str, raw_root: str, indices: list[int], seconds: f
             ShardedDataset(raw_root) as raw_copy:
         for ds in (records, raw):
             _warm(ds, indices)
-        envs = [registry().open[path][0] for path in records._paths]
+        envs = [registry().open[path].env for path in records._paths]
         bare = BareShards(envs, records._first_keys, records._ends)
         try:
             measure(bare.get, indices, seconds)

@@ -23,7 +23,7 @@ from lmdbshard.read.classes import combine_classes
 from lmdbshard.read.decode import decode_field
 from lmdbshard.format.datum import datum_array, decode_datum
 from lmdbshard.read.envs import registry
-from lmdbshard.errors import FormatError
+from lmdbshard.errors import FormatError, ShardError
 from lmdbshard.format.record import (
     DTYPE_NAMES, ENCODING_NAMES, ENCODINGS, Field, encode_key, find_field, unpack_record,
 )
@@ -149,7 +149,10 @@ class ShardedDataset:
         if txn is None:
             txn = self._txn(k)
         offset = i - (self._ends[k - 1] if k else 0)
-        value = txn.get(b"%010d" % (self._first_keys[k] + offset))
+        try:
+            value = txn.get(b"%010d" % (self._first_keys[k] + offset))
+        except lmdb.Error as exc:
+            raise self._unreadable(self._paths[k], exc) from exc
         if value is None:
             raise self._damaged(k, offset)
         return self._sample(value, k, offset)
@@ -166,12 +169,16 @@ class ShardedDataset:
         if start == stop:
             return
         cursor = self._txn(k).cursor()
-        if not cursor.set_key(encode_key(self._first_keys[k] + start)):
-            raise self._damaged(k, start)
-        n = 0
-        for value in islice(cursor.iternext(keys=False, values=True), stop - start):
-            yield self._sample(value, k, start + n)
-            n += 1
+        try:
+            if not cursor.set_key(encode_key(self._first_keys[k] + start)):
+                raise self._damaged(k, start)
+            values = islice(cursor.iternext(keys=False, values=True), stop - start)
+            n = 0
+            for value in values:
+                yield self._sample(value, k, start + n)
+                n += 1
+        except lmdb.Error as exc:
+            raise self._unreadable(self._paths[k], exc) from exc
         if n != stop - start:
             raise self._damaged(k, start + n)
 
@@ -275,7 +282,10 @@ class ShardedDataset:
         return txn
 
     def _get(self, k: int, offset: int) -> memoryview:
-        value = self._txn(k).get(encode_key(self._first_keys[k] + offset))
+        try:
+            value = self._txn(k).get(encode_key(self._first_keys[k] + offset))
+        except lmdb.Error as exc:
+            raise self._unreadable(self._paths[k], exc) from exc
         if value is None:
             raise self._damaged(k, offset)
         return value
@@ -285,7 +295,10 @@ class ShardedDataset:
         path = self._companions[k]
         if path is None:
             return None
-        value = self._txn(k, path).get(encode_key(self._first_keys[k] + offset))
+        try:
+            value = self._txn(k, path).get(encode_key(self._first_keys[k] + offset))
+        except lmdb.Error as exc:
+            raise self._unreadable(path, exc) from exc
         if value is None:
             raise FormatError(f"{path}: key {self._first_keys[k] + offset} is missing from the dual LMDB; "
                               "rerun the conversion with rebuild=[...] naming this shard")
@@ -295,13 +308,18 @@ class ShardedDataset:
         return FormatError(f"{self._paths[k]}: key {self._first_keys[k] + offset} is missing: the shard "
                            "was damaged or replaced; delete it and rerun the conversion to rebuild it")
 
+    @staticmethod
+    def _unreadable(path: str, exc: lmdb.Error) -> ShardError:
+        return ShardError(f"{path}: LMDB cannot read it ({exc}); the shard is damaged: check the dataset with "
+                          "lmdbshard verify and rebuild the shard by rerunning its conversion command")
+
     def close(self) -> None:
         """Release this dataset's shards; an environment closes when no dataset in the process uses it.
         Zero-copy views returned earlier become invalid."""
         if self._pid == os.getpid():
             envs = registry()
-            for k in self._txns:
-                envs.release(self._companions[k[1]] if isinstance(k, tuple) else self._paths[k])
+            for txn in self._txns.values():
+                envs.release(txn)
         self._txns = {}
 
     def __del__(self) -> None:
