@@ -168,8 +168,8 @@ class ShardedDataset:
             raise IndexError(f"range [{start}, {stop}) is outside shard {k} of {count} samples")
         if start == stop:
             return
-        cursor = self._txn(k).cursor()
         try:
+            cursor = self._txn(k).cursor()
             if not cursor.set_key(encode_key(self._first_keys[k] + start)):
                 raise self._damaged(k, start)
             values = islice(cursor.iternext(keys=False, values=True), stop - start)
