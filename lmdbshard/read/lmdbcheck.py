@@ -26,6 +26,8 @@ import struct
 from dataclasses import dataclass
 from typing import NoReturn
 
+import numpy as np
+
 from lmdbshard.errors import ShardError
 
 PAGE_HEADER = struct.Struct("<QHHHH")   # pgno, pad, flags, lower, upper (lower|upper<<16: overflow page count)
@@ -43,6 +45,7 @@ MDB_DUPSORT = 0x04
 NO_ROOT = (1 << 64) - 1
 FREE_DB, MAIN_DB = 0, 1
 MAX_DEPTH = 32   # LMDB's cursor stack
+LEAF_BATCH = 4096   # leaf pages checked together: 16 MiB of 4 KiB pages
 
 
 @dataclass(frozen=True)
@@ -153,40 +156,59 @@ class _Walk:
         return buf, flags & PAGE_KINDS, lower, upper
 
     def walk(self, db: str, rec: Database) -> None:
-        """Every branch and leaf page of one database, depth first; compares the counts with the meta's."""
+        """Every branch and leaf page of one database, depth first; compares the counts with the meta's.
+        Branch pages are checked one by one, leaf pages in batches (``LeafBatch``)."""
         if rec.root == NO_ROOT:
             if rec.entries or rec.branch_pages or rec.leaf_pages or rec.overflow_pages:
                 self.fail(f"{db} DB has no root page but counts {rec.entries} entries")
             return
         if rec.flags & MDB_DUPSORT or not 1 <= rec.depth <= MAX_DEPTH:
             self.fail(f"{db} DB has flags {rec.flags:#x} and depth {rec.depth}, which lmdbshard never writes")
-        psize, next_pgno = self.page_size, self.next_pgno
         branches = leaves = overflow = entries = 0
+        pending: list[int] = []
         stack = [(rec.root, 1)]
-        while stack:
+        while stack or pending:
+            if pending and (not stack or len(pending) >= LEAF_BATCH):
+                pages, nodes = self.leaf_batch(db, pending)
+                leaves, overflow, entries = leaves + len(pending), overflow + pages, entries + nodes
+                pending = []
+                continue
             pgno, level = stack.pop()
-            if not 2 <= pgno < next_pgno:
-                self.fail(f"{db} DB page number {pgno} is outside the file's pages 2..{next_pgno - 1}")
-            buf, kind, lower, upper = self.page(pgno, db)
-            is_leaf = level == rec.depth
-            if kind != (P_LEAF if is_leaf else P_BRANCH):
-                self.fail(f"page {pgno} has flags {kind:#x}, but level {level} of {rec.depth} holds "
-                          f"{'leaf' if is_leaf else 'branch'} pages")
-            n = (lower - PAGE_HEADER.size) >> 1
-            if n == 0:
-                self.fail(f"page {pgno} has no nodes")
-            offsets = struct.unpack_from(f"<{n}H", buf, PAGE_HEADER.size)
-            if is_leaf:
-                leaves += 1
-                entries += n
-                overflow += self.leaf(pgno, buf, offsets, upper)
-            else:
-                branches += 1
-                stack.extend(reversed(self.children(pgno, buf, offsets, upper, level)))
+            if level == rec.depth:
+                pending.append(pgno)
+                continue
+            buf, offsets, upper = self.checked_page(db, pgno, P_BRANCH)
+            branches += 1
+            stack.extend(reversed(self.children(pgno, buf, offsets, upper, level)))
         counts = (branches, leaves, overflow, entries)
         expected = (rec.branch_pages, rec.leaf_pages, rec.overflow_pages, rec.entries)
         if counts != expected:
             self.fail(f"{db} DB has {counts} (branch, leaf, overflow pages, entries), its meta says {expected}")
+
+    def checked_page(self, db: str, pgno: int, kind: int) -> tuple[bytes, tuple, int]:
+        """A page of the given kind, read and checked: (its bytes, its node offsets, its upper bound)."""
+        if not 2 <= pgno < self.next_pgno:
+            self.fail(f"{db} DB page number {pgno} is outside the file's pages 2..{self.next_pgno - 1}")
+        buf, found, lower, upper = self.page(pgno, db)
+        if found != kind:
+            self.fail(f"page {pgno} has flags {found:#x}, but holds {'leaf' if kind == P_LEAF else 'branch'} nodes "
+                      "by its place in the tree")
+        n = (lower - PAGE_HEADER.size) >> 1
+        if n == 0:
+            self.fail(f"page {pgno} has no nodes")
+        return buf, struct.unpack_from(f"<{n}H", buf, PAGE_HEADER.size), upper
+
+    def leaf_batch(self, db: str, pgnos: list[int]) -> tuple[int, int]:
+        """Checks leaf pages; returns (overflow pages their values use, nodes). Vectorised; when a page
+        fails, the pages are checked again one by one, which names the page and node."""
+        batch = LeafBatch(self, pgnos)
+        if batch.ok:
+            return batch.overflow_pages, batch.nodes
+        pages = nodes = 0
+        for pgno in pgnos:
+            buf, offsets, upper = self.checked_page(db, pgno, P_LEAF)
+            pages, nodes = pages + self.leaf(pgno, buf, offsets, upper), nodes + len(offsets)
+        return pages, nodes
 
     def node(self, pgno: int, i: int, buf: bytes, off: int, upper: int) -> tuple[int, int, int, int]:
         if off < upper or off + NODE_HEADER.size > self.page_size or off & 1:
@@ -229,3 +251,56 @@ class _Walk:
                           f"file's last page {next_pgno - 1}")
             pages += span
         return pages
+
+
+class LeafBatch:
+    """The checks of ``_Walk.leaf`` and ``_Walk.checked_page`` on many leaf pages at once, with numpy: about
+    50 ns per node instead of 1.5 us, which matters for small records (a GB of 1 KB records has a million).
+    ``ok`` is False when any page fails (or was reached before); the caller then finds which."""
+
+    def __init__(self, walk: _Walk, pgnos: list[int]):
+        self.ok, self.overflow_pages, self.nodes = False, 0, 0
+        pg = np.array(pgnos, dtype=np.int64)
+        seen = np.frombuffer(walk.seen, np.uint8)
+        if not (((pg >= 2) & (pg < walk.next_pgno)).all() and not seen[pg].any() and np.unique(pg).size == pg.size):
+            return
+        if self.check(self.read(walk.fd, pg, walk.page_size), pg, walk.page_size, walk.next_pgno):
+            seen[pg] = 1
+            self.ok = True
+
+    @staticmethod
+    def read(fd: int, pg: np.ndarray, psize: int) -> np.ndarray:
+        """The pages, one row each, read in runs of consecutive page numbers."""
+        cuts = np.flatnonzero(np.diff(pg) != 1) + 1
+        runs = zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [pg.size])))
+        data = b"".join(os.pread(fd, int(stop - start) * psize, int(pg[start]) * psize) for start, stop in runs)
+        return np.frombuffer(data, np.uint8).reshape(pg.size, psize)
+
+    def check(self, pages: np.ndarray, pg: np.ndarray, psize: int, next_pgno: int) -> bool:
+        words = pages.view("<u2")
+        stored = np.ascontiguousarray(pages[:, :8]).view("<u8").ravel()
+        lower, upper = words[:, 6].astype(np.int64), words[:, 7].astype(np.int64)
+        if not ((stored == pg).all() and ((words[:, 5] & PAGE_KINDS) == P_LEAF).all()
+                and (PAGE_HEADER.size < lower).all() and (lower <= upper).all() and (upper <= psize).all()
+                and not (lower & 1).any()):
+            return False
+        count = (lower - PAGE_HEADER.size) >> 1
+        page = np.repeat(np.arange(pg.size), count)
+        slot = np.arange(page.size) - np.repeat(np.cumsum(count) - count, count)
+        off = words[page, PAGE_HEADER.size // 2 + slot].astype(np.int64)
+        if not ((off >= upper[page]).all() and (off + NODE_HEADER.size <= psize).all() and not (off & 1).any()):
+            return False
+        half = off >> 1
+        flags, ksize = words[page, half + 2], words[page, half + 3].astype(np.int64)
+        size = words[page, half].astype(np.int64) | words[page, half + 1].astype(np.int64) << 16
+        data = off + NODE_HEADER.size + ksize
+        big = (flags & F_BIGDATA) != 0
+        if not ((data <= psize).all() and not (flags & (F_SUBDATA | F_DUPDATA)).any()
+                and (data[~big] + size[~big] <= psize).all() and (data[big] + PGNO.size <= psize).all()):
+            return False
+        first = pages[page[big][:, None], data[big][:, None] + np.arange(PGNO.size)].view("<u8").ravel()
+        span = ((PAGE_HEADER.size - 1 + size[big]) // psize + 1).astype(np.uint64)
+        if not ((first >= 2) & (first < next_pgno) & (first + span <= next_pgno)).all():
+            return False
+        self.overflow_pages, self.nodes = int(span.sum()), int(page.size)
+        return True
