@@ -153,14 +153,14 @@ def reading(path: str) -> Iterator[lmdb.Transaction]:
 
 
 _registry: _EnvRegistry | None = None
-_registry_lock = threading.Lock()
+_registry_lock = threading.RLock()   # reentrant: a dataset collected while it is held releases through it
 _forks = 0
 
 
 def _after_fork_in_child() -> None:
     global _forks, _registry_lock
     _forks += 1
-    _registry_lock = threading.Lock()   # another thread of the parent may have held it at the fork
+    _registry_lock = threading.RLock()   # another thread of the parent may have held it at the fork
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -177,6 +177,9 @@ def registry() -> _EnvRegistry:
     py-lmdb would otherwise refuse to reopen those files in the child ("already open in this
     process"). With ``lock=False`` closing touches only the child's own mappings, never the parent's."""
     global _registry
+    current = _registry
+    if current is not None and current.pid == os.getpid():
+        return current
     with _registry_lock:
         if _registry is not None and _registry.pid != os.getpid():
             for entry in _registry.held.values():
