@@ -75,7 +75,10 @@ def raise_value_size(path: str, overflow: bool) -> bytes:
     nodes = [n for n in leaf_nodes(path) if (n.overflow is not None) == overflow]
     assert nodes, f"{path} has no {'overflow' if overflow else 'inline'} value to damage"
     node = max(nodes, key=lambda n: (n.overflow or 0, n.offset))
-    start = node.overflow * meta.page_size + PAGE_HEADER.size if overflow else node.offset + NODE_HEADER.size + len(node.key)
+    if overflow:
+        start = node.overflow * meta.page_size + PAGE_HEADER.size
+    else:
+        start = node.offset + NODE_HEADER.size + len(node.key)
     size = len(data) - start + (1 << 20)
     _write(path, node.offset + 2, struct.pack("<H", (size >> 16) + 1))
     return node.key

@@ -30,9 +30,9 @@ import numpy as np
 
 from lmdbshard.errors import ShardError
 
-PAGE_HEADER = struct.Struct("<QHHHH")   # pgno, pad, flags, lower, upper (lower|upper<<16: overflow page count)
-NODE_HEADER = struct.Struct("<HHHH")    # lo, hi, flags, ksize; leaf: dsize = lo|hi<<16; branch: pgno = lo|hi<<16|flags<<32
-DB_RECORD = struct.Struct("<IHHQQQQQ")  # pad (page size in the free DB), flags, depth, branch, leaf, overflow, entries, root
+PAGE_HEADER = struct.Struct("<QHHHH")   # pgno, pad, flags, lower, upper (overflow pages: lower|upper<<16 pages)
+NODE_HEADER = struct.Struct("<HHHH")    # lo, hi, flags, ksize; leaf: size lo|hi<<16; branch: page lo|hi<<16|flags<<32
+DB_RECORD = struct.Struct("<IHHQQQQQ")  # pad (free DB: page size), flags, depth, branch, leaf, overflow, entries, root
 META_HEAD = struct.Struct("<IIQQ")      # magic, version, address, map size
 META_TAIL = struct.Struct("<QQ")        # last page number, txnid
 PGNO = struct.Struct("<Q")
