@@ -13,6 +13,7 @@ All integers are little-endian.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -34,13 +35,15 @@ PARTIAL_SUFFIX = ".partial"
 #: Keys are ASCII decimal, zero-padded to KEY_WIDTH, so byte order equals numeric order.
 KEY_WIDTH = 10
 MAX_KEY = 10**KEY_WIDTH - 1
+#: ``KEY_FORMAT % position`` is the key, without ``encode_key``'s range check (the readers' hot path).
+KEY_FORMAT = b"%010d"
 
 
 def encode_key(position: int) -> bytes:
     """Key of global position ``position``: ``b"0000000042"``."""
     if not 0 <= position <= MAX_KEY:
         raise FormatError(f"key position must be in [0, {MAX_KEY}], got {position!r}")
-    return b"%010d" % position
+    return KEY_FORMAT % position
 
 
 def decode_key(key: bytes) -> int:
@@ -50,7 +53,18 @@ def decode_key(key: bytes) -> int:
 
 
 def shard_filename(index: int) -> str:
+    """The name of shard ``index``'s LMDB under ``shards/``: a file, or in Caffe Datum mode a directory."""
     return f"shard-{index:06d}.lmdb"
+
+
+#: An LMDB environment published as a directory (Caffe Datum mode) keeps its pages in this file.
+LMDB_DATA_FILE = "data.mdb"
+
+
+def lmdb_data_file(path: str) -> str:
+    """The file holding the pages of the LMDB named ``path``: ``path`` itself (one-file shards,
+    ``subdir=False``), or ``path/data.mdb`` when ``path`` is an environment directory."""
+    return os.path.join(path, LMDB_DATA_FILE) if os.path.isdir(path) else path
 
 
 # ---------------------------------------------------------------- shard checksum

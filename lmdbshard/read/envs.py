@@ -27,6 +27,7 @@ from typing import Iterator
 import lmdb
 
 from lmdbshard.errors import ShardError
+from lmdbshard.format.record import lmdb_data_file
 from lmdbshard.read.lmdbcheck import check_lmdb_file
 
 OPEN_ATTEMPTS = 3   # a file replaced between the check and the open is checked again
@@ -50,31 +51,33 @@ _checked: set[FileIdentity] = set()   # files that passed check_lmdb_file; survi
 
 
 def open_shard(path: str) -> lmdb.Environment:
-    """Open one shard file read-only, without a lock file, after checking its structure (always:
-    ``verify`` and the resume check call this). Raises ``ShardError`` naming the file when it is
-    truncated or damaged: reading it could otherwise kill the process with SIGBUS."""
+    """Open one shard file (or environment directory holding ``data.mdb``) read-only, without a lock
+    file, after checking its structure. Raises ``ShardError`` naming the file when it is truncated or
+    damaged: reading it could otherwise kill the process with SIGBUS. Within a process, prefer
+    ``reading`` or the registry: py-lmdb refuses to open a file that is already open."""
     return _open(path, recheck=True)[0]
 
 
 def _open(path: str, recheck: bool) -> tuple[lmdb.Environment, FileIdentity]:
-    """The environment and the identity of the file it maps, checked unless ``recheck`` is False and
-    this identity passed before. The identity is taken before and after ``lmdb.open``: if they
+    """The environment and the identity of the data file it maps, checked unless ``recheck`` is False
+    and this identity passed before. The identity is taken before and after ``lmdb.open``: if they
     differ, the file was replaced meanwhile, and the new one is checked and opened instead."""
+    data = lmdb_data_file(path)
     for _ in range(OPEN_ATTEMPTS):
-        before = FileIdentity.of(os.stat(path))
+        before = FileIdentity.of(os.stat(data))
         if recheck or before not in _checked:
-            before = FileIdentity.of(check_lmdb_file(path))
+            before = FileIdentity.of(check_lmdb_file(data))
         try:
-            env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False, meminit=False,
+            env = lmdb.open(path, subdir=data != path, readonly=True, lock=False, readahead=False, meminit=False,
                             max_dbs=0)
         except lmdb.Error as exc:
             raise ShardError(f"cannot open {path} as LMDB: {exc}; check the dataset with lmdbshard verify and "
                              "rebuild the shard by rerunning its conversion command") from exc
-        if FileIdentity.of(os.stat(path)) == before:
+        if FileIdentity.of(os.stat(data)) == before:
             _checked.add(before)
             return env, before
         env.close()
-    raise ShardError(f"{path} was replaced {OPEN_ATTEMPTS} times while it was being opened; open it again "
+    raise ShardError(f"{data} was replaced {OPEN_ATTEMPTS} times while it was being opened; open it again "
                      "once nothing writes to the dataset")
 
 
@@ -110,7 +113,8 @@ class _EnvRegistry:
         with self.lock:
             entry = self.open.get(path)
             if entry is not None:
-                now = FileIdentity.of(check_lmdb_file(path) if recheck else os.stat(path))
+                data = lmdb_data_file(path)
+                now = FileIdentity.of(check_lmdb_file(data) if recheck else os.stat(data))
                 if now != entry.identity:
                     if (now.device, now.inode) == (entry.identity.device, entry.identity.inode):
                         raise ShardError(f"{path} was rewritten in place while this process reads it; close "

@@ -1,6 +1,8 @@
 """Publishing files atomically: readers see the old file or the whole new one, never a torn one.
 
 Write under a ``*.partial`` name, fsync it, ``os.replace`` it into place, fsync the folder.
+A directory (an LMDB environment holding ``data.mdb``) is published the same way: its file is
+written inside a ``*.partial`` directory, fsynced with it, and the directory is renamed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from lmdbshard.errors import DiskFullError
+from lmdbshard.format import names
 from lmdbshard.format.record import PARTIAL_SUFFIX
 
 
@@ -58,6 +61,38 @@ def publishing(final: str) -> Iterator[int]:
     fsync_dir(folder)
 
 
+@contextmanager
+def publishing_dir(final: str, name: str) -> Iterator[int]:
+    """Yield the fd of file ``name`` inside a ``*.partial`` directory beside ``final``; on success fsync both
+    and rename the directory to ``final``. An earlier ``final`` (directory, or file of an older layout) is
+    moved aside first and then removed: a reader in between finds no shard, never a torn one."""
+    folder = os.path.dirname(os.path.abspath(final))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", suffix=PARTIAL_SUFFIX, dir=folder)
+    fd = -1
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp makes 0700; give it the mode mkdir() would
+        fd = os.open(os.path.join(tmp, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        yield fd
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        fsync_dir(tmp)
+        if os.path.lexists(final):
+            old = tmp[:-len(PARTIAL_SUFFIX)] + ".old" + PARTIAL_SUFFIX
+            os.rename(final, old)
+            if os.path.isdir(old):
+                shutil.rmtree(old)
+            else:
+                os.remove(old)
+        os.rename(tmp, final)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(folder)
+
+
 def is_disk_full(exc: BaseException) -> bool:
     return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
 
@@ -73,8 +108,17 @@ def disk_full_message(folder: str, doing: str, needed: int, hint: str = "") -> s
             "the same command (complete shards are kept)")
 
 
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as strict JSON: a string holding undecodable file-name bytes (lone surrogates, which
+    ``json.dumps`` would write as ``\\udcXX``) is written valid, as ``names.strict`` shows it."""
+    text = json.dumps(obj, indent=1, allow_nan=False)
+    if "\\ud" in text:   # surrogates, lone or paired: only lone ones change
+        text = json.dumps(names.strict(obj), indent=1, allow_nan=False)
+    return text.encode("ascii") + b"\n"
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
-    data = json.dumps(obj, indent=1).encode() + b"\n"
+    data = json_bytes(obj)
     try:
         with publishing(path) as fd:
             view = memoryview(data)
