@@ -64,7 +64,7 @@ def _records_group(jpeg_root: str, raw_root: str, indices: list[int], seconds: f
             ShardedDataset(raw_root) as raw_copy:
         for ds in (records, raw):
             _warm(ds, indices)
-        envs = [registry().open[ref.path][0] for ref in records.shard_refs]
+        envs = [registry().open[ref.path].env for ref in records.shard_refs]
         bare = BareShards(envs, [ref.first_key for ref in records.shard_refs], records._ends)
         try:
             measure(bare.get, indices, seconds)
