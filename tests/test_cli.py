@@ -14,8 +14,8 @@ from PIL import Image
 
 from lmdbshard import convert
 from lmdbshard.write.atomic import write_json_atomic
-from lmdbshard.format.record import Field, encode_key, pack_record, shard_filename
-from lmdbshard.format.manifest import build_manifest
+from lmdbshard.format.record import SHARD_DIR, Field, encode_key, pack_record, shard_filename
+from lmdbshard.format.manifest import DatasetFacts, ShardEntry, build_manifest
 
 from conftest import job, make_tree
 
@@ -144,12 +144,10 @@ def test_preview_overlays_masks(tmp_path):
                                                label=i % 2, source_index=i))
     env.close()
     size = os.path.getsize(root / "shards" / shard_filename(0))
-    report = {"index": 0, "file": f"shards/{shard_filename(0)}", "first_key": 0, "count": 4, "planned": 4,
-              "bytes": size, "sha256": "0" * 64, "errors": []}
-    write_json_atomic(str(root / "manifest.json"), build_manifest(
-        config={}, identity_hash="", seed=0, plan_hash="", listing_hash="", shard_size=4, classes=["a", "b"],
-        class_counts=[2, 2], fields=[{"name": "image", "encoding": "raw", "dtype": "uint8", "layout": "HWC"}],
-        reports=[report], warnings=[], stats={}, library_version="test"))
+    entry = ShardEntry(0, f"{SHARD_DIR}/{shard_filename(0)}", 0, 4, size, "0" * 64)
+    facts = DatasetFacts(classes=["a", "b"], class_counts=[2, 2], shard_size=4, library_version="test",
+                         fields=[{"name": "image", "encoding": "raw", "dtype": "uint8", "layout": "HWC"}])
+    write_json_atomic(str(root / "manifest.json"), build_manifest(facts, [entry], [], 4, {}))
     cli("preview", root, "-o", tmp_path / "m.png", "--n", 4)
     arr = png(tmp_path / "m.png").astype(int)
     reddish = (arr[..., 0] - arr[..., 1] > 60) & (arr[..., 0] - arr[..., 2] > 60)

@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 from lmdbshard import JobFailedError, PlanMismatchError, ShardedDataset, StorageConfig, TransformConfig, convert
 from lmdbshard.format.record import decode_key
 from lmdbshard.format.record import RecordHasher
+from lmdbshard.write.resume import OutputDir
 
 from conftest import job, make_tree
 
@@ -52,8 +53,8 @@ def stored_items(out: str) -> list[tuple[bytes, bytes]]:
 
 
 def sources(out: str) -> list[str]:
-    with open(os.path.join(out, "plan.json")) as f:
-        return [s[0] for s in json.load(f)["sources"]]   # [path, label] or [path, label, mask]
+    """Source paths by source index, from plan.json."""
+    return OutputDir(out).source_paths()
 
 
 def test_every_image_once_with_its_label(demo_out):

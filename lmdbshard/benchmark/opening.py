@@ -19,8 +19,10 @@ import lmdb
 
 from lmdbshard import __version__
 from lmdbshard.write.atomic import write_json_atomic
-from lmdbshard.format.record import MANIFEST_NAME, Field, RecordHasher, encode_key, pack_record, shard_filename
-from lmdbshard.format.manifest import build_manifest
+from lmdbshard.format.record import (
+    MANIFEST_NAME, SHARD_DIR, Field, RecordHasher, encode_key, pack_record, shard_filename,
+)
+from lmdbshard.format.manifest import DatasetFacts, ShardEntry, build_manifest
 
 
 @dataclass
@@ -40,12 +42,12 @@ def make_many_shards(root: str, n: int) -> str:
                 return root
     except (OSError, ValueError, KeyError):
         pass
-    os.makedirs(os.path.join(root, "shards"), exist_ok=True)
-    reports = []
+    os.makedirs(os.path.join(root, SHARD_DIR), exist_ok=True)
+    entries = []
     for k in range(n):
         key, value = encode_key(k), pack_record([Field("image", "raw", bytes(12), (2, 2, 3), "uint8", "HWC")],
                                                 label=k % 2, source_index=k, round=0)
-        rel = f"shards/{shard_filename(k)}"
+        rel = f"{SHARD_DIR}/{shard_filename(k)}"
         env = lmdb.open(os.path.join(root, rel), subdir=False, map_size=1 << 20, lock=False, sync=False,
                         metasync=False, meminit=False)
         with env.begin(write=True) as txn:
@@ -53,13 +55,11 @@ def make_many_shards(root: str, n: int) -> str:
         env.close()
         hasher = RecordHasher()
         hasher.update(key, value)
-        reports.append({"index": k, "file": rel, "first_key": k, "count": 1, "planned": 1,
-                        "bytes": os.path.getsize(os.path.join(root, rel)), "sha256": hasher.hexdigest(),
-                        "errors": []})
-    doc = build_manifest(config={"transform": {}}, identity_hash="", seed=0, plan_hash="", listing_hash="",
-                         shard_size=1, classes=["even", "odd"], class_counts=[(n + 1) // 2, n // 2],
+        entries.append(ShardEntry(k, rel, k, 1, os.path.getsize(os.path.join(root, rel)), hasher.hexdigest()))
+    facts = DatasetFacts(classes=["even", "odd"], class_counts=[(n + 1) // 2, n // 2], shard_size=1,
                          fields=[{"name": "image", "encoding": "raw", "dtype": "uint8", "layout": "HWC"}],
-                         reports=reports, warnings=[], stats={}, library_version=__version__)
+                         config={"transform": {}}, library_version=__version__)
+    doc = build_manifest(facts, entries, [], n, {})
     write_json_atomic(manifest, doc)
     return root
 

@@ -14,6 +14,7 @@ import time
 
 from lmdbshard import __version__
 from lmdbshard.errors import LmdbshardError, exit_status
+from lmdbshard.write.choices import ProgressMode
 from lmdbshard.write.progress import Progress, plural
 
 log = logging.getLogger("lmdbshard")
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-decode", action="store_true", help="skip decoding images (faster; CRCs still checked)")
     p.add_argument("--workers", type=int, default=None, help="threads to check shards with (default: up to 8)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto",
+    p.add_argument("--progress", choices=list(ProgressMode), default=ProgressMode.auto,
                    help="progress display on stderr (default: a bar on a terminal, log lines otherwise)")
     p.set_defaults(func=_verify)
 

@@ -132,9 +132,13 @@ class Progress:
     def _postfix(self, shards_done: int, skipped: int, failed: int) -> str:
         return f"shards {shards_done}/{self.shards} reused {self.reused} failed {failed} skipped {skipped}"
 
+    def elapsed(self) -> float:
+        """Seconds since ``restart_clock``, until ``stop_clock`` or ``close``."""
+        return (self._end or time.monotonic()) - self._start
+
     def rate(self) -> float:
         """Images/s built by this run since ``restart_clock`` (until ``stop_clock`` or ``close``)."""
-        elapsed = (self._end or time.monotonic()) - self._start
+        elapsed = self.elapsed()
         return (self.done - self._base) / elapsed if elapsed > 0 else 0.0
 
     def _line(self) -> None:
