@@ -18,7 +18,7 @@ import pytest
 
 from lmdbshard import ShardedDataset
 
-from conftest import make_tree
+from helpers import make_tree
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 JOB = os.path.join(ROOT, "jobs", "convert.py")

@@ -22,9 +22,9 @@ import pytest
 from lmdbshard import convert
 from lmdbshard.read.verify import verify
 
-from conftest import job, make_tree
+from helpers import job, make_tree
 from faults import FifoImage, readers_of, wait_for
-from test_convert import stored_items
+from helpers import stored_items
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
@@ -113,7 +113,7 @@ CLUSTER_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import ray
     from ray.cluster_utils import Cluster
-    from conftest import job
+    from helpers import job
     from faults import FifoImage, readers_of, wait_for
     from lmdbshard import RayConfig, convert
 

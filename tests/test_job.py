@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import make_tree
+from helpers import make_tree
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -16,6 +16,7 @@ def run_job(*overrides, config="imagenet"):
                            *overrides], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+@pytest.mark.ray   # the job starts its own Ray cluster
 def test_job_converts_and_prints_summary(tmp_path):
     tree = make_tree(str(tmp_path / "src"), per_class=4)
     out = tmp_path / "out"
@@ -64,6 +65,7 @@ def test_help_explains_usage():
         assert text in proc.stdout
 
 
+@pytest.mark.ray   # the job starts its own Ray cluster
 def test_error_rate_over_the_limit_exits_non_zero_in_one_line(tmp_path):
     tree = make_tree(str(tmp_path / "src"), per_class=2)
     (tmp_path / "src" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")

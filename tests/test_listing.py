@@ -8,7 +8,7 @@ from lmdbshard.write.config import IMG_EXTENSIONS
 from lmdbshard.errors import SourceError
 from lmdbshard.write.sources.imagefolder import list_imagefolder
 
-from conftest import make_tree
+from helpers import make_tree
 
 
 def torchvision_make_dataset(root):

@@ -18,8 +18,8 @@ from lmdbshard.write.plan import make_plan
 from lmdbshard.write.task import ShardItem, ShardTask, WriteOptions, write_shard
 from lmdbshard.read.verify import verify
 
-from conftest import job, make_tree
-from test_convert import stored_items
+from helpers import job, make_tree
+from helpers import stored_items
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -142,7 +142,7 @@ def test_map_full_grows_the_map_and_writes_everything(tree, tmp_path):
 DISK_FULL_SCRIPT = textwrap.dedent("""
     import json, os, subprocess, sys
     sys.path.insert(0, {tests!r})
-    from conftest import job
+    from helpers import job
     from lmdbshard import LmdbshardError, RayConfig, StorageConfig, convert
     src, out, mnt = {src!r}, {out!r}, {mnt!r}
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], check=True)

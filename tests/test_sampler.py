@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from lmdbshard import ResumeError, ShardedDataset, ShardSampler
 
-from conftest import assert_exactly_once
+from helpers import assert_exactly_once
 
 shard_sizes = st.lists(st.integers(0, 40), min_size=1, max_size=12)
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from lmdbshard import ShardedDataset
 from lmdbshard.read.stream import ShardStream
 
-from conftest import assert_exactly_once
+from helpers import assert_exactly_once
 
 
 class Sizes:

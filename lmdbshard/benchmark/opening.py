@@ -1,6 +1,6 @@
 """Opening a dataset of many shards: the time and the memory it costs.
 
-The dataset is built directly in the shard format (one 2x2 raw image per shard, a real
+The dataset is written directly (``write_dataset``: one 2x2 raw image per shard, a real
 LMDB file each, and a manifest), not through Ray: ten thousand one-sample conversion tasks
 would time Ray, not opening. It is kept between runs. The open is timed in a fresh Python
 process, after its imports, so the RSS growth is that of ``ShardedDataset(root)`` alone;
@@ -15,12 +15,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-import lmdb
-
-from lmdbshard import __version__
-from lmdbshard.write.atomic import write_json_atomic
-from lmdbshard.format.record import MANIFEST_NAME, Field, RecordHasher, encode_key, pack_record, shard_filename
-from lmdbshard.format.manifest import build_manifest
+from lmdbshard.format.record import MANIFEST_NAME, Field
+from lmdbshard.write.direct import Sample, write_dataset
 
 
 @dataclass
@@ -33,35 +29,14 @@ class OpenResult:
 
 def make_many_shards(root: str, n: int) -> str:
     """``n`` one-sample shards under ``root`` (kept when a complete one is there already)."""
-    manifest = os.path.join(root, MANIFEST_NAME)
     try:
-        with open(manifest) as f:
+        with open(os.path.join(root, MANIFEST_NAME)) as f:
             if len(json.load(f)["shards"]) == n:
                 return root
     except (OSError, ValueError, KeyError):
         pass
-    os.makedirs(os.path.join(root, "shards"), exist_ok=True)
-    reports = []
-    for k in range(n):
-        key, value = encode_key(k), pack_record([Field("image", "raw", bytes(12), (2, 2, 3), "uint8", "HWC")],
-                                                label=k % 2, source_index=k, round=0)
-        rel = f"shards/{shard_filename(k)}"
-        env = lmdb.open(os.path.join(root, rel), subdir=False, map_size=1 << 20, lock=False, sync=False,
-                        metasync=False, meminit=False)
-        with env.begin(write=True) as txn:
-            txn.put(key, value, append=True)
-        env.close()
-        hasher = RecordHasher()
-        hasher.update(key, value)
-        reports.append({"index": k, "file": rel, "first_key": k, "count": 1, "planned": 1,
-                        "bytes": os.path.getsize(os.path.join(root, rel)), "sha256": hasher.hexdigest(),
-                        "errors": []})
-    doc = build_manifest(config={"transform": {}}, identity_hash="", seed=0, plan_hash="", listing_hash="",
-                         shard_size=1, classes=["even", "odd"], class_counts=[(n + 1) // 2, n // 2],
-                         fields=[{"name": "image", "encoding": "raw", "dtype": "uint8", "layout": "HWC"}],
-                         reports=reports, warnings=[], stats={}, library_version=__version__)
-    write_json_atomic(manifest, doc)
-    return root
+    image = Field("image", "raw", bytes(12), (2, 2, 3), "uint8", "HWC")
+    return write_dataset(root, ([Sample([image], label=k % 2)] for k in range(n)), classes=["even", "odd"])
 
 
 _PROBE = """
