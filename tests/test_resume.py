@@ -13,7 +13,7 @@ import textwrap
 import lmdb
 import pytest
 
-from lmdbshard import ConfigError, JobFailedError, StorageConfig, convert
+from lmdbshard import ConfigError, DiskFullError, JobFailedError, StorageConfig, convert
 from lmdbshard.write.plan import make_plan
 from lmdbshard.write.task import ShardItem, ShardTask, WriteOptions, write_shard
 from lmdbshard.read.verify import verify
@@ -214,7 +214,7 @@ def test_disk_full_on_publish_is_a_clear_error(tree, tmp_path, monkeypatch):
     monkeypatch.setattr(builder_module, "publishing", full_device)
     opts = WriteOptions(out=str(tmp_path / "out"), transform=job(tree.root, "x").transform,
                         storage=StorageConfig(encoding="raw"))
-    with pytest.raises(Exception, match=r"shard 0: no space left on the disk holding .* needs about"):
+    with pytest.raises(DiskFullError, match=r"shard 0: no space left on the disk holding .* needs about"):
         write_shard(_task(tree), opts)
     assert not os.path.exists(os.path.join(opts.out, "shards", "shard-000000.lmdb"))
 
