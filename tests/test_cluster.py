@@ -18,6 +18,7 @@ import pytest
 
 from lmdbshard import ShardedDataset
 
+from faults import FifoImage, readers_of, wait_for
 from helpers import make_tree
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -71,20 +72,50 @@ def test_job_joins_a_two_node_cluster_by_address(cluster, tmp_path):
     check_output(out, proc.stderr + proc.stdout, 12)
 
 
+def held_until_two_workers_read(images: list[FifoImage]) -> list[int]:
+    """Wait until two different processes are reading held images at once, then release them all.
+
+    A shard task needs 1 CPU and each node has 1, so two tasks that run at the same time run on the
+    two nodes: this proves the job used both, whatever order the scheduler picks. Returns the readers."""
+    def two_readers() -> list[int] | None:
+        pids = {pid for image in images for pid in readers_of(image.path)}
+        return sorted(pids) if len(pids) >= 2 else None
+
+    try:
+        return wait_for(two_readers, timeout=120, what="shard tasks on both nodes reading at the same time")
+    finally:
+        for image in images:
+            image.release()
+
+
 @pytest.mark.skipif(not HAS_DASHBOARD, reason="ray job submit needs the Ray dashboard's job server, which "
                     "comes with ray[default]: pip install 'ray[default]' (part of the test extra)")
-def test_ray_job_submit_runs_the_job(cluster, tmp_path):
+def test_ray_job_submit_runs_the_job_on_both_nodes(cluster, tmp_path):
     tree = make_tree(str(tmp_path / "src"), per_class=3)
     out = tmp_path / "out"
+    # Every image is a pipe that holds its reader: no task can finish until two tasks read at once.
+    held = [FifoImage(os.path.join(tree.root, rel)) for rel in sorted(tree.files)]
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
-    proc = subprocess.run([ray_cli, "job", "submit", "--address", cluster.dashboard_url, "--",
-                           sys.executable, JOB, *job_args(tree.root, str(out)), "ray.address=auto"],
-                          capture_output=True, text=True, timeout=180, cwd=ROOT, env=clean_env())
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "succeeded" in text, text[-3000:]
+    log = tmp_path / "submit.log"
+    try:
+        with open(log, "w") as sink:
+            proc = subprocess.Popen([ray_cli, "job", "submit", "--address", cluster.dashboard_url, "--",
+                                     sys.executable, JOB, *job_args(tree.root, str(out)), "ray.address=auto"],
+                                    stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=clean_env())
+            try:
+                readers = held_until_two_workers_read(held)
+                returncode = proc.wait(timeout=180)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        for image in held:
+            image.restore()
+    text = log.read_text()
+    assert returncode == 0 and "succeeded" in text, text[-3000:]
     check_output(out, text, 9)
     from ray.util.state import list_tasks
     tasks = list_tasks(address=cluster.dashboard_url, filters=[("func_or_class_name", "=", "_run_one")],
                        detail=True, raise_on_missing_output=False)
-    # 3 shard tasks of 1 CPU on two 1-CPU nodes: both nodes built shards
-    assert len({t.node_id for t in tasks}) == 2, [(t.name, t.node_id, t.state) for t in tasks]
+    assert len({t.node_id for t in tasks}) == 2, (readers, [(t.name, t.node_id, t.state) for t in tasks])
