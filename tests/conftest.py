@@ -2,7 +2,8 @@
 
 Plain helpers live in helpers.py; a test module imports them from there, never from here.
 Every test that uses a fixture which starts Ray is marked ``ray``, so ``pytest -m "not ray"``
-is the fast loop of pure tests.
+is the fast loop of pure tests. A test that starts Ray another way (a job run in a subprocess)
+carries ``@pytest.mark.ray`` itself.
 """
 
 from __future__ import annotations
