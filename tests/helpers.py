@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ from lmdbshard import ConvertConfig, RayConfig, SourceConfig, StorageConfig, Tra
 
 from pydatasets import pixels
 
-__all__ = ["CLASSES", "Tree", "make_tree", "job", "copytree", "assert_exactly_once", "pixels",
+__all__ = ["CLASSES", "Tree", "make_tree", "job", "assert_exactly_once", "pixels",
            "reference_rgb", "stored_items", "sources"]
 
 CLASSES = ["cat", "dog", "zebra"]
@@ -64,11 +63,6 @@ def job(src: str, out: str, **kw) -> ConvertConfig:
     ray = kw.pop("ray", RayConfig(max_in_flight=4))
     return ConvertConfig(source=SourceConfig(root=src), out=out, transform=transform, storage=storage,
                          ray=ray, progress="none", **{"shard_size": 5, **kw})
-
-
-def copytree(src: str, dst: str) -> str:
-    shutil.copytree(src, dst)
-    return dst
 
 
 def assert_exactly_once(per_rank: list[list[int]], n: int, drop_last: bool) -> None:
