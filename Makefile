@@ -9,6 +9,9 @@ CONF   ?= demo
 ARGS   ?=
 # PyTorch is only needed for the DataLoader tests; set TORCH= to skip installing it.
 TORCH  ?= torch==2.13.0
+# DALI=1: also install NVIDIA DALI (about 1 GB) and run its caffe reader on Datum output (tests/test_dali.py).
+DALI   ?=
+export DALI
 
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.lmdbshard-installed
@@ -32,6 +35,7 @@ $(TEST_STAMP): $(STAMP)
 test: $(TEST_STAMP)
 	@if [ -n "$(TORCH)" ] && ! $(PY) -c "import torch" 2>/dev/null; then $(PY) -m pip install -q "$(TORCH)" \
 	  || echo "note: $(TORCH) did not install; the DataLoader tests will be skipped"; fi
+	@if [ -n "$(DALI)" ]; then $(PY) -m pip install -q "nvidia-dali-cuda120==2.4.0" || echo "note: DALI did not install; tests/test_dali.py will be skipped"; fi
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 setup: $(STAMP)

@@ -1,5 +1,6 @@
 """Caffe Datum mode: values parse with a Datum class built from caffe.proto's field definitions by the
-protobuf library itself, masks go to a dual LMDB with identical keys, and everything reads back."""
+protobuf library itself, masks go to a dual LMDB with identical keys, every LMDB is published as the
+environment directory (holding data.mdb) that Caffe and DALI open, and everything reads back."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import glob
 import io
 import json
 import os
+import shutil
 
 import lmdb
 import numpy as np
@@ -36,7 +38,9 @@ def Datum():
 
 
 def values(path: str) -> list[tuple[bytes, bytes]]:
-    env = lmdb.open(path, subdir=False, readonly=True, lock=False)
+    """Every (key, value) of the LMDB environment directory ``path``, opened as Caffe and DALI open it."""
+    assert os.listdir(path) == ["data.mdb"]
+    env = lmdb.open(path, readonly=True, lock=False)
     with env.begin() as txn:
         items = [(bytes(k), bytes(v)) for k, v in txn.cursor()]
     env.close()
@@ -56,6 +60,7 @@ def test_raw_datums_parse_with_protobuf_and_hold_chw_bgr(ray_local, tree, tmp_pa
         d.ParseFromString(value)
         assert d.SerializeToString() == value              # the bytes protobuf itself writes (unknown fields kept)
         assert d.channels == 3 and not d.encoded and len(d.data) == 3 * d.height * d.width
+        assert d.HasField("encoded")                       # false written out, as Caffe's CVMatToDatum does
         chw_bgr = np.frombuffer(d.data, np.uint8).reshape(3, d.height, d.width)
         rec = ds.record(int(key))
         rgb = reference_rgb(os.path.join(tree.root, paths[rec.source_index]), 20)
@@ -114,6 +119,71 @@ def test_masks_go_to_a_dual_lmdb_with_identical_keys(ray_local, tmp_path, Datum)
     assert verify(out).ok
     result = convert(cfg)                                 # a rerun keeps every shard: both files checked
     assert result.shards_reused == len(m["shards"]) and result.shards_built == 0
-    os.remove(os.path.join(out, m["shards"][0]["label_file"]))
+    shutil.rmtree(os.path.join(out, m["shards"][0]["label_file"]))
     assert [p.shard for p in verify(out).problems] == [0]
     assert convert(cfg).shards_built == 1                  # a missing companion is rebuilt with its shard
+
+
+def test_shards_are_environment_directories_that_plain_lmdb_opens(ray_local, tree, tmp_path):
+    out = str(tmp_path / "out")
+    convert(job(tree.root, out, storage=StorageConfig(encoding="caffe_datum")))
+    m = json.load(open(os.path.join(out, "manifest.json")))
+    assert sorted(os.listdir(os.path.join(out, "shards"))) == [f"shard-{k:06d}.lmdb" for k in range(len(m["shards"]))]
+    for shard in m["shards"]:
+        path = os.path.join(out, shard["file"])
+        assert os.path.isdir(path) and os.listdir(path) == ["data.mdb"]      # no lock.mdb is published
+        assert shard["bytes"] == os.path.getsize(os.path.join(path, "data.mdb"))
+        env = lmdb.open(path, readonly=True, lock=False)                     # the default subdir=True
+        assert env.stat()["entries"] == shard["count"]
+        env.close()
+    with ShardedDataset(out) as ds:
+        assert len(ds) == len(tree.files) and sorted(label for _, label in ds) == sorted(tree.files.values())
+
+
+def test_older_one_file_datum_shards_still_read_and_a_rerun_republishes_them(ray_local, tree, tmp_path):
+    """Outputs written before shards became directories hold one file per shard: they read and verify as
+    before, and a rerun of the same command rebuilds those shards as directories (what DALI can open)."""
+    out = str(tmp_path / "out")
+    cfg = job(tree.root, out, storage=StorageConfig(encoding="caffe_datum"))
+    convert(cfg)
+    with ShardedDataset(out) as ds:
+        before = [(image.tobytes(), label) for image, label in ds]
+    shards = glob.glob(os.path.join(out, "shards", "*.lmdb"))
+    for path in shards:                                                      # the older layout: the file itself
+        os.rename(os.path.join(path, "data.mdb"), path + ".file")
+        os.rmdir(path)
+        os.rename(path + ".file", path)
+    with ShardedDataset(out) as ds:
+        assert [(image.tobytes(), label) for image, label in ds] == before
+    assert verify(out).ok
+    partial = os.path.join(out, "shards", ".shard-000000.lmdb.k3j9.partial")   # a publish cut short
+    os.makedirs(partial)
+    open(os.path.join(partial, "data.mdb"), "wb").close()
+    result = convert(cfg)
+    assert result.shards_built == len(shards) and all(os.path.isdir(p) for p in shards)
+    assert not os.path.exists(partial)
+    with ShardedDataset(out) as ds:
+        assert [(image.tobytes(), label) for image, label in ds] == before
+    assert verify(out).ok
+
+
+def test_a_directory_is_published_whole_or_not_at_all(tmp_path):
+    from lmdbshard.write.atomic import publishing_dir
+    final = str(tmp_path / "shard-000000.lmdb")
+    with pytest.raises(OSError, match="copy failed"):
+        with publishing_dir(final, "data.mdb") as fd:
+            os.write(fd, b"half")
+            raise OSError("copy failed")
+    assert os.listdir(tmp_path) == []                                        # no final name, no .partial left
+    for content in (b"first", b"second"):                                    # the second replaces the first
+        with publishing_dir(final, "data.mdb") as fd:
+            os.write(fd, content)
+        assert os.listdir(tmp_path) == ["shard-000000.lmdb"] and os.listdir(final) == ["data.mdb"]
+        assert open(os.path.join(final, "data.mdb"), "rb").read() == content
+    assert oct(os.stat(final).st_mode & 0o777) == oct(0o777 & ~_umask())     # not mkdtemp's 0700
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,6 +1,7 @@
 """ImageFolder listing: torchvision's semantics, exactly, plus safe handling of odd trees."""
 
 import os
+import shutil
 
 import pytest
 
@@ -72,3 +73,54 @@ def test_unusable_roots_are_refused(tmp_path, setup, match):
     setup(root)
     with pytest.raises(SourceError, match=match):
         list_imagefolder(str(root), IMG_EXTENSIONS)
+
+
+UNREADABLE_SCRIPT = """
+import json, sys
+from lmdbshard.write.config import IMG_EXTENSIONS
+from lmdbshard.write.listing import unlisted_reason
+from lmdbshard.write.sources.imagefolder import list_imagefolder
+from lmdbshard.write.sources.paired import list_paired
+from lmdbshard.write.config import SourceConfig
+folder = list_imagefolder(sys.argv[1] + "/tree", IMG_EXTENSIONS)
+paired = list_paired(SourceConfig(kind="paired", root=sys.argv[1] + "/seg"))
+print(json.dumps(dict(paths=list(folder.paths), labels=list(folder.labels), warnings=folder.warnings,
+                      reason=unlisted_reason(sys.argv[1] + "/tree/dog/private"),
+                      paired=list(paired.paths), masks=paired.mask_paths)))
+"""
+
+
+def test_a_folder_that_cannot_be_listed_is_an_item_not_a_warning(tmp_path):
+    """chmod 000 on a folder; as root, the listing runs without the capabilities that override it."""
+    import json
+    import subprocess
+    import sys
+    from PIL import Image
+    from conftest import pixels
+    tree = make_tree(str(tmp_path / "tree"), per_class=2)
+    private = os.path.join(tree.root, "dog", "private")
+    os.makedirs(private)
+    Image.fromarray(pixels(1, 5, (20, 16))).save(os.path.join(private, "hidden.png"))
+    for sub in ("images", "masks"):
+        os.makedirs(tmp_path / "seg" / sub / "locked")
+        Image.fromarray(pixels(0, 1, (20, 16))).save(tmp_path / "seg" / sub / "a.png")
+    os.chmod(private, 0)
+    os.chmod(tmp_path / "seg" / "masks" / "locked", 0)
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: permission bits cannot be made to bind")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    try:
+        run = subprocess.run([*prefix, sys.executable, "-c", UNREADABLE_SCRIPT, str(tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        os.chmod(private, 0o755)
+        os.chmod(tmp_path / "seg" / "masks" / "locked", 0o755)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout)
+    items = dict(zip(got["paths"], got["labels"]))
+    assert items.pop("dog/private/") == 1                       # an item of its class, ending in "/"
+    assert items == tree.files and not any("private" in w for w in got["warnings"])
+    assert got["reason"].startswith("cannot list this folder (Permission denied), so the images in it are missing")
+    assert got["paired"] == ["images/a.png", "masks/locked/"] and got["masks"] == ["masks/a.png", "masks/locked/"]

@@ -63,8 +63,8 @@ def _records_group(jpeg_root: str, raw_root: str, indices: list[int], seconds: f
             ShardedDataset(raw_root) as raw_copy:
         for ds in (records, raw):
             _warm(ds, indices)
-        envs = [registry().open[path][0] for path in records._paths]
-        bare = BareShards(envs, records._first_keys, records._ends)
+        envs = [registry().open[ref.path][0] for ref in records.shard_refs]
+        bare = BareShards(envs, [ref.first_key for ref in records.shard_refs], records._ends)
         try:
             measure(bare.get, indices, seconds)
             steps = [bare.get, lambda i: records[i][0], lambda i: raw[i][0], lambda i: raw_copy[i][0]]

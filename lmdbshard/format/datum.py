@@ -11,8 +11,12 @@ layer and NVIDIA DALI's caffe reader read the shards directly. ``data`` holds, a
 ``CVMatToDatum`` writes it, the uint8 pixels in CHW order with channels in **BGR** order; or, with
 ``encoded`` true (what ``convert_imageset --encoded`` writes, and what DALI decodes), a JPEG file.
 A mask is a 1-channel Datum of the label matrix, stored in the companion ``*-label.lmdb`` under the
-same key. Two extension fields, which Caffe and DALI skip as unknown fields, keep what lmdbshard
-records hold in their header: ``source_index = 100`` and ``round = 101`` (both varint).
+same key. ``encoded`` is always written, false included, as Caffe's ``CVMatToDatum`` does: DALI
+treats a Datum without it as encoded, and returns raw pixels as a flat buffer instead of an
+(H, W, C)-shaped one. Two extension fields, which Caffe and DALI skip as unknown fields, keep what
+lmdbshard records hold in their header: ``source_index = 100`` and ``round = 101`` (both varint).
+Each shard's LMDB (and dual LMDB) is published as an environment directory holding ``data.mdb``,
+which is what Caffe's and DALI's LMDB readers open.
 """
 
 from __future__ import annotations
@@ -61,8 +65,7 @@ def encode_datum(d: Datum, with_label: bool = True) -> bytes:
              _key(4, 2), _varint(len(d.data)), bytes(d.data)]
     if with_label:
         parts += [_key(5, 0), _varint(d.label)]
-    if d.encoded:
-        parts += [_key(7, 0), b"\x01"]
+    parts += [_key(7, 0), b"\x01" if d.encoded else b"\x00"]   # always, as Caffe's CVMatToDatum sets it
     parts += [_key(SOURCE_INDEX_FIELD, 0), _varint(d.source_index), _key(ROUND_FIELD, 0), _varint(d.round)]
     return b"".join(parts)
 

@@ -13,6 +13,7 @@ All integers are little-endian.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -50,7 +51,18 @@ def decode_key(key: bytes) -> int:
 
 
 def shard_filename(index: int) -> str:
+    """The name of shard ``index``'s LMDB under ``shards/``: a file, or in Caffe Datum mode a directory."""
     return f"shard-{index:06d}.lmdb"
+
+
+#: An LMDB environment published as a directory (Caffe Datum mode) keeps its pages in this file.
+LMDB_DATA_FILE = "data.mdb"
+
+
+def lmdb_data_file(path: str) -> str:
+    """The file holding the pages of the LMDB named ``path``: ``path`` itself (one-file shards,
+    ``subdir=False``), or ``path/data.mdb`` when ``path`` is an environment directory."""
+    return os.path.join(path, LMDB_DATA_FILE) if os.path.isdir(path) else path
 
 
 # ---------------------------------------------------------------- shard checksum

@@ -12,27 +12,35 @@ from __future__ import annotations
 import bisect
 import operator
 import os
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import lmdb
-import numpy as np
 
+from lmdbshard.errors import FormatError
+from lmdbshard.format.datum import datum_record
+from lmdbshard.format.manifest import DATUM_FORMAT, load_manifest
+from lmdbshard.format.record import encode_key, unpack_record
 from lmdbshard.read import envs
 from lmdbshard.read.classes import combine_classes
-from lmdbshard.read.decode import decode_field
-from lmdbshard.format.datum import datum_array, decode_datum
 from lmdbshard.read.envs import registry
-from lmdbshard.errors import FormatError
-from lmdbshard.format.record import (
-    DTYPE_NAMES, ENCODING_NAMES, ENCODINGS, Field, encode_key, find_field, unpack_record,
-)
-from lmdbshard.format.manifest import DATUM_FORMAT, load_manifest
-
-_RAW = ENCODINGS["raw"]
-_NUMPY_DTYPES = {code: np.dtype(name) for code, name in DTYPE_NAMES.items()}
+from lmdbshard.read.selection import FieldSelection
 
 PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRef:
+    """One non-empty shard as a dataset reads it: where its LMDB is, its keys, how to read its values."""
+
+    path: str                         # the LMDB: a file, or a directory holding data.mdb (Caffe Datum mode)
+    first_key: int                    # keys first_key .. first_key+count-1, dense
+    count: int
+    bytes: int                        # of its LMDB data file, as the manifest records it
+    label_map: int = 0                # its labels go through the dataset's label_maps[label_map] (one per root)
+    datum: bool = False               # values are Caffe Datums (record_format caffe_datum)
+    companion: Optional[str] = None   # the dual LMDB holding Datum masks under the same keys
 
 
 class ShardedDataset:
@@ -70,38 +78,23 @@ class ShardedDataset:
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.transform = transform
         self.target_transform = target_transform
-        self.decode = decode
-        self.copy = copy
-        self.field = field
-        encoded = field.encode("utf-8", "replace")   # as a field header stores it; never matches if it cannot
-        self._name16 = encoded.ljust(16, b"\0") if len(encoded) <= 16 else b""
-        self.fields = fields if fields is None or isinstance(fields, str) else tuple(fields)
-        if isinstance(self.fields, str) and self.fields != "all":
-            raise ValueError(f"fields must be 'all' or a list of field names, got {fields!r}")
+        self._pick = FieldSelection(field, fields, decode, copy)
         for m in manifests:
-            _check_fields(m.root, m.data.get("fields", []), [field] if fields is None else self.fields)
-        self._paths: list[str] = []
-        self._first_keys: list[int] = []
-        self._ends: list[int] = []     # cumulative counts: shard k holds [ends[k-1], ends[k])
-        self._map_of: list[int] = []   # shard k's labels go through _label_maps[_map_of[k]]
-        self._datum: list[bool] = []   # shard k holds Caffe Datum values (record_format caffe_datum)
-        self._companions: list[Optional[str]] = []   # shard k's dual LMDB (Datum masks), same keys
-        total = 0
-        for j, m in enumerate(manifests):
-            for entry in m.shards:
-                if entry.count == 0:
-                    continue
-                total += entry.count
-                self._paths.append(m.shard_path(entry))
-                self._first_keys.append(entry.first_key)
-                self._ends.append(total)
-                self._map_of.append(j)
-                self._datum.append(m.record_format == DATUM_FORMAT)
-                self._companions.append(m.label_path(entry))
-        self._len = total
+            self._pick.check(m.root, m.data.get("fields", []))
+        #: The non-empty shards in index order (paths, counts, label maps: never keys).
+        self.shard_refs = tuple(ShardRef(m.shard_path(e), e.first_key, e.count, e.bytes, j,
+                                         m.record_format == DATUM_FORMAT, m.label_path(e))
+                                for j, m in enumerate(manifests) for e in m.shards if e.count)
+        self._ends = _cumulative(self.shard_refs)   # shard k holds [ends[k-1], ends[k]): the index of bisect
+        self._len = self._ends[-1] if self._ends else 0
         self._pid = os.getpid()
         self._forks = envs.forks()
-        self._txns: dict[int, lmdb.Transaction] = {}
+        self._txns: dict = {}
+
+    field = property(lambda self: self._pick.field, doc="The field returned when ``fields`` is None.")
+    fields = property(lambda self: self._pick.fields, doc="None, ``\"all\"`` or a tuple of field names.")
+    decode = property(lambda self: self._pick.decode, doc="False: samples are the stored bytes.")
+    copy = property(lambda self: self._pick.copy, doc="False: samples are zero-copy views.")
 
     # ------------------------------------------------------------ sequence protocol
     def __len__(self) -> int:
@@ -110,7 +103,7 @@ class ShardedDataset:
     @property
     def shard_sizes(self) -> list[int]:
         """Samples per shard, in index order (shards without samples are left out)."""
-        return [e - s for s, e in zip([0] + self._ends[:-1], self._ends)]
+        return [ref.count for ref in self.shard_refs]
 
     def locate(self, index: int) -> tuple[int, int]:
         """(shard number, offset within shard) of ``index``; negative indices count from the end."""
@@ -131,8 +124,7 @@ class ShardedDataset:
         A Caffe Datum reads as a record whose fields are the Datum's data (CHW, BGR) and the dual LMDB's mask."""
         k, offset = self.locate(index)
         value = bytes(self._get(k, offset))
-        if self._datum[k]:
-            from lmdbshard.format.datum import datum_record
+        if self.shard_refs[k].datum:
             companion = self._companion(k, offset)
             return datum_record(value, None if companion is None else bytes(companion))
         return unpack_record(value)
@@ -149,7 +141,7 @@ class ShardedDataset:
         if txn is None:
             txn = self._txn(k)
         offset = i - (self._ends[k - 1] if k else 0)
-        value = txn.get(b"%010d" % (self._first_keys[k] + offset))
+        value = txn.get(b"%010d" % (self.shard_refs[k].first_key + offset))
         if value is None:
             raise self._damaged(k, offset)
         return self._sample(value, k, offset)
@@ -157,16 +149,16 @@ class ShardedDataset:
     def read_shard(self, k: int, start: int = 0, stop: Optional[int] = None) -> Iterator[tuple[Any, Any]]:
         """Samples ``start..stop-1`` of shard ``k``, read with one cursor in key order: the fast path.
         Keys were shuffled globally at write time, so this order is already a shuffled one."""
-        if not 0 <= k < len(self._paths):
-            raise IndexError(f"shard {k} out of range; this dataset has {len(self._paths)} non-empty shards")
-        count = self._ends[k] - (self._ends[k - 1] if k else 0)
+        if not 0 <= k < len(self.shard_refs):
+            raise IndexError(f"shard {k} out of range; this dataset has {len(self.shard_refs)} non-empty shards")
+        count = self.shard_refs[k].count
         stop = count if stop is None else stop
         if not 0 <= start <= stop <= count:
             raise IndexError(f"range [{start}, {stop}) is outside shard {k} of {count} samples")
         if start == stop:
             return
         cursor = self._txn(k).cursor()
-        if not cursor.set_key(encode_key(self._first_keys[k] + start)):
+        if not cursor.set_key(encode_key(self.shard_refs[k].first_key + start)):
             raise self._damaged(k, start)
         n = 0
         for value in islice(cursor.iternext(keys=False, values=True), stop - start):
@@ -176,7 +168,7 @@ class ShardedDataset:
             raise self._damaged(k, start + n)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        for k in range(len(self._paths)):
+        for k in range(len(self.shard_refs)):
             yield from self.read_shard(k)
 
     def __add__(self, other: "ShardedDataset") -> "ShardedDataset":
@@ -190,35 +182,20 @@ class ShardedDataset:
         new = object.__new__(ShardedDataset)
         new.__setstate__(self.__getstate__())
         new.roots = self.roots + other.roots
-        new._paths = self._paths + other._paths
-        new._first_keys = self._first_keys + other._first_keys
-        new._ends = self._ends + [e + self._len for e in other._ends]
+        shift = len(self._label_maps)
+        new.shard_refs = self.shard_refs + tuple(replace(r, label_map=r.label_map + shift)
+                                                 for r in other.shard_refs)
         new._label_maps = self._label_maps + other._label_maps
-        new._map_of = self._map_of + [j + len(self._label_maps) for j in other._map_of]
-        new._datum = self._datum + other._datum
-        new._companions = self._companions + other._companions
+        new._ends = _cumulative(new.shard_refs)
         new._len = self._len + other._len
         return new
 
     # ------------------------------------------------------------ samples
     def _sample(self, value, k: int, offset: int) -> tuple[Any, Any]:
-        plain = self.fields is None and not self._datum[k] and self._companions[k] is None
-        hit = find_field(value, self._name16) if plain else None
-        if hit is None or hit[1] not in ENCODING_NAMES or hit[2] not in _NUMPY_DTYPES:
-            sample, label = self._fields_of(value, k, offset)
-        else:   # one field, read straight from the headers: no Record or Field objects
-            label, enc, dt, shape, off, length = hit
-            if not self.decode:
-                sample = bytes(value[off:off + length]) if self.copy else value[off:off + length]
-            elif enc == _RAW:
-                dtype = _NUMPY_DTYPES[dt]
-                sample = np.frombuffer(value, dtype, length // dtype.itemsize, off).reshape(shape)
-                if self.copy:
-                    sample = sample.copy()
-            else:
-                sample = decode_field(Field(self.field, ENCODING_NAMES[enc], value[off:off + length], shape,
-                                            DTYPE_NAMES[dt]), copy=self.copy)
-        label_map = self._label_maps[self._map_of[k]]
+        ref = self.shard_refs[k]
+        companion = None if ref.companion is None else self._companion(k, offset)
+        sample, label = self._pick.pick(value, ref.datum, companion)
+        label_map = self._label_maps[ref.label_map]
         if label_map is not None and label >= 0:
             label = label_map[label]
         if self.transform is not None:
@@ -227,81 +204,51 @@ class ShardedDataset:
             label = self.target_transform(label)
         return sample, label
 
-    def _fields_of(self, value, k: int, offset: int) -> tuple[Any, int]:
-        """The general path: every field parsed (Datum values and dual LMDB masks included)."""
-        if self._datum[k]:
-            fields, label = self._datum_fields(value, k, offset)
-        else:
-            rec = unpack_record(value)
-            fields, label = rec.fields, rec.label
-        if self.fields is None:
-            return self._value(fields, self.field), label
-        if self.fields == "all":
-            return {name: self._value(fields, name) for name in fields}, label
-        return tuple(self._value(fields, name) for name in self.fields), label
-
-    def _datum_fields(self, value, k: int, offset: int) -> tuple[dict[str, Any], int]:
-        """name -> serialized Datum (``image``; ``mask`` from the dual LMDB), and the label."""
-        fields = {"image": value}
-        companion = self._companion(k, offset)
-        if companion is not None:
-            fields["mask"] = companion
-        return fields, decode_datum(value).label
-
-    def _value(self, fields: dict[str, Any], name: str) -> Any:
-        fld = fields.get(name)
-        if fld is None:
-            raise FormatError(f"record has no field {name!r} (it has {sorted(fields)}); pick one with field=/fields=")
-        if not isinstance(fld, Field):   # a Caffe Datum: decoded to HWC RGB (HxW for one channel)
-            if self.decode:
-                return datum_array(decode_datum(fld), copy=self.copy)
-            return bytes(fld) if self.copy else fld
-        if self.decode:
-            return decode_field(fld, copy=self.copy)
-        return bytes(fld.payload) if self.copy else fld.payload
-
     def _options(self) -> tuple:
-        return (self.transform, self.target_transform, self.decode, self.field, self.fields, self.copy)
+        return (self.transform, self.target_transform, self._pick)
 
     # ------------------------------------------------------------ environments
-    def _txn(self, k: int, path: Optional[str] = None) -> lmdb.Transaction:
-        """The read transaction of shard ``k``'s file (or of ``path`` beside it: the dual LMDB)."""
+    def _txn(self, k: int, companion: bool = False) -> lmdb.Transaction:
+        """The read transaction of shard ``k``'s LMDB (or of its dual LMDB)."""
         if self._forks != envs.forks() or self._pid != os.getpid():   # forked: never touch the parent's envs
             self._txns, self._pid, self._forks = {}, os.getpid(), envs.forks()
-        slot = k if path is None else ("label", k)
+        slot = ("label", k) if companion else k
         txn = self._txns.get(slot)
         if txn is None:
-            txn = self._txns[slot] = registry().acquire(self._paths[k] if path is None else path)
+            ref = self.shard_refs[k]
+            txn = self._txns[slot] = registry().acquire(ref.companion if companion else ref.path)
         return txn
 
     def _get(self, k: int, offset: int) -> memoryview:
-        value = self._txn(k).get(encode_key(self._first_keys[k] + offset))
+        value = self._txn(k).get(encode_key(self.shard_refs[k].first_key + offset))
         if value is None:
             raise self._damaged(k, offset)
         return value
 
     def _companion(self, k: int, offset: int) -> Optional[memoryview]:
         """The dual LMDB's value under sample ``offset``'s key, or None when shard ``k`` has no companion."""
-        path = self._companions[k]
-        if path is None:
+        ref = self.shard_refs[k]
+        if ref.companion is None:
             return None
-        value = self._txn(k, path).get(encode_key(self._first_keys[k] + offset))
+        value = self._txn(k, companion=True).get(encode_key(ref.first_key + offset))
         if value is None:
-            raise FormatError(f"{path}: key {self._first_keys[k] + offset} is missing from the dual LMDB; "
+            raise FormatError(f"{ref.companion}: key {ref.first_key + offset} is missing from the dual LMDB; "
                               "rerun the conversion with rebuild=[...] naming this shard")
         return value
 
     def _damaged(self, k: int, offset: int) -> FormatError:
-        return FormatError(f"{self._paths[k]}: key {self._first_keys[k] + offset} is missing: the shard "
+        ref = self.shard_refs[k]
+        return FormatError(f"{ref.path}: key {ref.first_key + offset} is missing: the shard "
                            "was damaged or replaced; delete it and rerun the conversion to rebuild it")
 
     def close(self) -> None:
         """Release this dataset's shards; an environment closes when no dataset in the process uses it.
         Zero-copy views returned earlier become invalid."""
         if self._pid == os.getpid():
-            envs = registry()
-            for k in self._txns:
-                envs.release(self._companions[k[1]] if isinstance(k, tuple) else self._paths[k])
+            open_envs = registry()
+            for slot in self._txns:
+                ref = self.shard_refs[slot[1]] if isinstance(slot, tuple) else self.shard_refs[slot]
+                open_envs.release(ref.companion if isinstance(slot, tuple) else ref.path)
         self._txns = {}
 
     def __del__(self) -> None:
@@ -327,14 +274,13 @@ class ShardedDataset:
 
     def __repr__(self) -> str:
         roots = ", ".join(self.roots)
-        return f"ShardedDataset({roots!r}, samples={self._len}, shards={len(self._paths)}, classes={len(self.classes)})"
+        return (f"ShardedDataset({roots!r}, samples={self._len}, shards={len(self.shard_refs)}, "
+                f"classes={len(self.classes)})")
 
 
-def _check_fields(root: str, declared: list, wanted) -> None:
-    """Refuse, at open time, a field name the manifest does not declare."""
-    names = [f.get("name") for f in declared if isinstance(f, dict)]
-    if wanted == "all" or not names:
-        return
-    missing = [w for w in wanted if w not in names]
-    if missing:
-        raise ValueError(f"{root!r} has no field {missing[0]!r}; its fields are {names}")
+def _cumulative(refs: Sequence[ShardRef]) -> list[int]:
+    ends, total = [], 0
+    for ref in refs:
+        total += ref.count
+        ends.append(total)
+    return ends

@@ -15,17 +15,20 @@ import os
 import lmdb
 
 from lmdbshard.errors import ShardError
+from lmdbshard.format.record import lmdb_data_file
 
 
 def open_shard(path: str) -> lmdb.Environment:
-    """Open one shard file read-only, without a lock file. Refuses a truncated file: touching its
-    missing pages through the map would kill the process with SIGBUS instead of raising."""
-    env = lmdb.open(path, subdir=False, readonly=True, lock=False, readahead=False, meminit=False, max_dbs=0)
+    """Open one shard file (or environment directory holding ``data.mdb``) read-only, without a lock file.
+    Refuses a truncated file: touching its missing pages through the map would kill the process with
+    SIGBUS instead of raising."""
+    data = lmdb_data_file(path)
+    env = lmdb.open(path, subdir=data != path, readonly=True, lock=False, readahead=False, meminit=False, max_dbs=0)
     need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-    size = os.path.getsize(path)
+    size = os.path.getsize(data)
     if size < need:
         env.close()
-        raise ShardError(f"{path} is truncated ({size} bytes, its LMDB pages need {need}); check the dataset "
+        raise ShardError(f"{data} is truncated ({size} bytes, its LMDB pages need {need}); check the dataset "
                          "with lmdbshard verify and rebuild the shard by rerunning its conversion command")
     return env
 

@@ -10,7 +10,6 @@ a dict: one column per record field (``image``, ...) and ``label``. Tasks carry 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -44,8 +43,9 @@ class ShardDatasource(Datasource):
         tasks = []
         for group in groups:
             shards = [int(k) for k in group]
-            files = [ds._paths[k] for k in shards]
-            meta = _metadata(num_rows=sum(sizes[k] for k in shards), size_bytes=sum(map(os.path.getsize, files)),
+            files = [ds.shard_refs[k].path for k in shards]
+            meta = _metadata(num_rows=sum(sizes[k] for k in shards),
+                             size_bytes=sum(ds.shard_refs[k].bytes for k in shards),
                              input_files=files)
             extra = {} if per_task_row_limit is None else {"per_task_row_limit": per_task_row_limit}
             tasks.append(ReadTask(lambda shards=shards: _read(ds, shards, self._rows_per_block), meta, **extra))

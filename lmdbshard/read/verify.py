@@ -19,7 +19,7 @@ from lmdbshard.read.decode import decode_field
 from lmdbshard.read.envs import open_shard
 from lmdbshard.errors import FormatError, ShardError
 from lmdbshard.format.datum import datum_array, decode_datum
-from lmdbshard.format.record import RecordHasher, encode_key, record_crc, unpack_record
+from lmdbshard.format.record import RecordHasher, encode_key, lmdb_data_file, record_crc, unpack_record
 from lmdbshard.format.manifest import RECORD_FORMAT, load_manifest
 
 MAX_PROBLEMS_PER_SHARD = 20
@@ -74,8 +74,8 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
             problems.append(Problem(exp.index, None if key is None else bytes(key).decode("ascii", "replace"),
                                     message))
 
-    if not os.path.isfile(exp.path):
-        problem(None, f"file {exp.path} is missing")
+    if not os.path.isfile(lmdb_data_file(exp.path)):
+        problem(None, f"file {lmdb_data_file(exp.path)} is missing")
         return 0, problems
     hasher = RecordHasher()
     n = 0

@@ -1,6 +1,8 @@
 """Publishing files atomically: readers see the old file or the whole new one, never a torn one.
 
 Write under a ``*.partial`` name, fsync it, ``os.replace`` it into place, fsync the folder.
+A directory (an LMDB environment holding ``data.mdb``) is published the same way: its file is
+written inside a ``*.partial`` directory, fsynced with it, and the directory is renamed.
 """
 
 from __future__ import annotations
@@ -54,6 +56,38 @@ def publishing(final: str) -> Iterator[int]:
         if fd >= 0:
             os.close(fd)
         remove_quietly(tmp)
+        raise
+    fsync_dir(folder)
+
+
+@contextmanager
+def publishing_dir(final: str, name: str) -> Iterator[int]:
+    """Yield the fd of file ``name`` inside a ``*.partial`` directory beside ``final``; on success fsync both
+    and rename the directory to ``final``. An earlier ``final`` (directory, or file of an older layout) is
+    moved aside first and then removed: a reader in between finds no shard, never a torn one."""
+    folder = os.path.dirname(os.path.abspath(final))
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", suffix=PARTIAL_SUFFIX, dir=folder)
+    fd = -1
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp makes 0700; give it the mode mkdir() would
+        fd = os.open(os.path.join(tmp, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        yield fd
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        fsync_dir(tmp)
+        if os.path.lexists(final):
+            old = tmp[:-len(PARTIAL_SUFFIX)] + ".old" + PARTIAL_SUFFIX
+            os.rename(final, old)
+            if os.path.isdir(old):
+                shutil.rmtree(old)
+            else:
+                os.remove(old)
+        os.rename(tmp, final)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(folder)
 

@@ -9,7 +9,8 @@ draws do not depend on the ops before it, and a record's augmentation can be rec
 (seed, global position, round) does, and it does not change when the shard size changes.
 
 Geometric ops (``resize``, ``center_crop``, ``random_resized_crop``, ``hflip``) move the mask with the
-image, resampled nearest-neighbour; ``color_jitter`` leaves the mask alone.
+image, resampled nearest-neighbour; ``color_jitter`` leaves the mask alone. Each op's output size is
+checked against ``max_pixels`` before the op runs (``image.TooLarge`` names the op).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Optional, Sequence
 from PIL import Image, ImageEnhance
 
 from lmdbshard.write.config import AugmentOp
-from lmdbshard.write.image import RESAMPLE, center_crop_box, resized_size
+from lmdbshard.write.image import RESAMPLE, center_crop_box, check_pixels, resized_size
 from lmdbshard.format.splitmix import MASK64, mix64_int
 
 
@@ -42,14 +43,17 @@ class Draws:
 
 
 def augment(img: Image.Image, mask: Optional[Image.Image], ops: Sequence[AugmentOp], sample_seed: int,
-            resample: str = "bilinear") -> tuple[Image.Image, Optional[Image.Image]]:
-    """Apply ``ops`` in order; returns the new image and mask."""
+            resample: str = "bilinear", max_pixels: Optional[int] = None) -> tuple[Image.Image, Optional[Image.Image]]:
+    """Apply ``ops`` in order; returns the new image and mask. An op that would make an image over
+    ``max_pixels`` (None: no limit) raises ``TooLarge`` before it allocates it."""
     for j, op in enumerate(ops):
         draws = Draws(sample_seed, j)
         if op.op == "color_jitter":
             img = color_jitter(img, jitter_factors(op, draws))
             continue
         box, size = _geometry(op, img.size, draws)
+        if max_pixels is not None:
+            check_pixels(_output_size(img.size, box, size), max_pixels, f"augment.ops[{j}] ({op.op})")
         flt = RESAMPLE[op.resample or resample]
         img = _move(img, box, size, flt)
         if mask is not None:
@@ -67,6 +71,15 @@ def _geometry(op: AugmentOp, size: tuple[int, int], draws: Draws):
     if op.op == "random_resized_crop":
         return rrc_box(w, h, op.scale, op.ratio, draws), (op.size, op.size)
     return ("flip" if draws.uniform() < op.p else None), None   # hflip
+
+
+def _output_size(size: tuple[int, int], box, out) -> tuple[int, int]:
+    """The (width, height) ``_move`` returns for an image of ``size``."""
+    if out is not None:
+        return tuple(out)
+    if box is not None and box != "flip":
+        return box[2] - box[0], box[3] - box[1]
+    return size
 
 
 def _move(img: Image.Image, box, size, flt) -> Image.Image:

@@ -59,6 +59,7 @@ class TransformConfig:
     resample: Literal["bilinear", "bicubic", "lanczos"] = "bilinear"   # torchvision Resize's default
     draft: bool = True                     # let libjpeg decode at 1/2, 1/4, 1/8 scale when downscaling
     max_pixels: int = 178_956_970          # decompression-bomb limit (Pillow's default error threshold)
+    max_file_bytes: int = 256 * 1024 ** 2  # larger source files are skipped as errors, never read whole
 
 
 AUGMENT_OPS = ("resize", "center_crop", "random_resized_crop", "hflip", "color_jitter")
@@ -157,6 +158,7 @@ class ConvertConfig:
             if value is not None:
                 _positive(f"transform.{name}", value)
         _positive("transform.max_pixels", self.transform.max_pixels)
+        _positive("transform.max_file_bytes", self.transform.max_file_bytes)
         _validate_augment(self.augment)
         _check(1 <= self.storage.quality <= 100,
                f"storage.quality must be in 1..100, got {self.storage.quality!r}; set storage.quality=90")

@@ -28,7 +28,7 @@ from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT, build_manifes
 from lmdbshard.write.resume import OutputDir, identity_hash
 from lmdbshard.write.plan import Plan, make_plan
 from lmdbshard.write.progress import Progress, stage_fractions, stage_shares
-from lmdbshard.write.runner import ray_session, run_shards
+from lmdbshard.write.runner import pickle_for_workers, ray_session, run_shards
 from lmdbshard.write.task import STAGES, ShardItem, ShardTask, WriteOptions
 from lmdbshard.write.sources import list_source
 from lmdbshard.write.sources.python import python_source
@@ -103,7 +103,7 @@ def _fields(cfg: ConvertConfig, reports) -> list[dict]:
         return [image, mask] if has_mask else [image]
     image = {"name": "image", "encoding": st.encoding, "dtype": "uint8", "layout": st.layout if st.encoding == "raw" else "HWC"}
     if st.encoding == "passthrough":
-        image["fallback"] = "jpeg (png for PNG sources) when the source does not fit"
+        image["fallback"] = "jpeg (png for PNG sources, and over 65,500 px per side) when the source does not fit"
     mask = {"name": "mask", "encoding": st.mask_encoding, "dtype": "uint8", "layout": "none"}
     return [image, mask] if has_mask else [image]
 
@@ -139,7 +139,7 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
         if cfg.source.kind != "python" or cfg.source.target not in (None, "", "???"):
             raise ConfigError("a dataset object needs source.kind=python and no source.target; "
                               "pass one or the other")
-        python = python_source(cfg.source, dataset)
+        python = python_source(cfg.source, dataset, dumps=pickle_for_workers)
         # Named by its pickle's hash, so that a rerun with other contents (say, another split) is refused.
         name = (f"<object {type(dataset).__module__}.{type(dataset).__qualname__} "
                 f"sha256:{hashlib.sha256(python.pickled).hexdigest()[:16]}>")

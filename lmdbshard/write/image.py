@@ -5,6 +5,10 @@ open from bytes, refuse decompression bombs, JPEG draft decoding when
 downscaling, EXIF orientation, conversion to 8-bit RGB; then resize of the
 shorter side and center crop. Failures raise SampleError with a reason a person
 can act on.
+
+Sizes are checked before the pixels exist: the source's from its header, and every
+resize's output from the size it asks for (``check_pixels``), so that a 1x100000
+image resized to a shorter side of 256 is refused instead of allocating 19 GB.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import io
 import warnings
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lmdbshard.write.config import TransformConfig
@@ -24,6 +27,18 @@ from lmdbshard.read.decode import to_rgb
 RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
             "lanczos": Image.Resampling.LANCZOS}
 REDUCING_GAP = 3.0
+
+
+class TooLarge(ValueError):
+    """A step would make an image over a limit; the message names the sizes, the limit and the fix."""
+
+
+def check_pixels(size: tuple[int, int], max_pixels: int, step: str) -> None:
+    """Refuse an image of ``size`` (width, height) that ``step`` would make, before making it."""
+    width, height = size
+    if width * height > max_pixels:
+        raise TooLarge(f"{step} would make it {width}x{height} = {width * height} pixels, over "
+                       f"transform.max_pixels={max_pixels}; raise transform.max_pixels to allow it")
 
 
 def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
@@ -71,12 +86,16 @@ def decode_rgb(data: bytes, path: str, cfg: TransformConfig) -> Image.Image:
     return img
 
 
-def transform(img: Image.Image, cfg: TransformConfig) -> Image.Image:
-    """Resize the shorter side, then center crop, as configured."""
+def transform(img: Image.Image, cfg: TransformConfig, resample: Image.Resampling | None = None) -> Image.Image:
+    """Resize the shorter side, then center crop, as configured. ``resample`` overrides
+    ``cfg.resample``: a mask passes NEAREST, so that it keeps its labels and moves with its image."""
     if cfg.resize_shorter:
         size = resized_size(img.width, img.height, cfg.resize_shorter)
         if size != img.size:
-            img = img.resize(size, RESAMPLE[cfg.resample], reducing_gap=REDUCING_GAP)
+            check_pixels(size, cfg.max_pixels, f"transform.resize_shorter={cfg.resize_shorter}")
+            img = img.resize(size, RESAMPLE[cfg.resample] if resample is None else resample,
+                             reducing_gap=REDUCING_GAP)   # NEAREST ignores reducing_gap
     if cfg.center_crop:
+        check_pixels((cfg.center_crop, cfg.center_crop), cfg.max_pixels, f"transform.center_crop={cfg.center_crop}")
         img = img.crop(center_crop_box(img.width, img.height, cfg.center_crop))
     return img

@@ -6,6 +6,12 @@ symlinks followed, extensions matched case-insensitively, directories visited in
 ``sorted(os.walk(...))`` order and files sorted. Two deliberate differences, both
 recorded as warnings: an empty class folder keeps its label instead of failing
 the listing, and a directory reached twice through symlinks (a loop) is listed once.
+
+A folder that cannot be listed (permissions, a path too long, a folder that vanished) is not
+a warning: its images would be missing from a job that "succeeded". It is listed as an item
+of its own, its path ending in ``/`` (``UNLISTED``), which the shard task records as that
+item's error, like a file it cannot read: it is in the manifest's ``errors`` with the reason,
+and it counts towards ``max_error_rate`` (and fails the job under ``on_error=fail``).
 """
 
 from __future__ import annotations
@@ -14,8 +20,6 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
-
-from lmdbshard.errors import SourceError
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,21 @@ class Listing:
             mask = b"\t" + os.fsencode(masks[i]) if masks else b""
             h.update(b"%d\t" % label + os.fsencode(path) + mask + b"\n")
         return h.hexdigest()
+
+
+#: The end of a listed path that names a folder the listing could not enter (see the module doc).
+UNLISTED = "/"
+
+
+def unlisted_reason(path: str) -> str:
+    """Why the folder ``path`` could not be listed (asked again now: the shard task's reason)."""
+    try:
+        with os.scandir(path):
+            return ("this folder could not be listed when the job started, so the images in it are missing; "
+                    "rerun with overwrite=true to include them")
+    except OSError as exc:
+        return (f"cannot list this folder ({exc.strerror or exc}), so the images in it are missing; "
+                "make it readable, then rerun with overwrite=true")
 
 
 class IndexNames(Sequence[str]):

@@ -3,7 +3,8 @@
 Layout::
 
     out/plan.json                  the saved plan: sources, labels, seed, settings (written first)
-    out/shards/shard-000007.lmdb   one LMDB file per shard (renamed into place when complete)
+    out/shards/shard-000007.lmdb   one LMDB file per shard (renamed into place when complete); in Caffe
+                                   Datum mode a directory holding data.mdb, as Caffe and DALI open it
     out/reports/shard-000007.json  the task's report, written when its shard completes
     out/manifest.json              the index, written last and only when every shard is complete
 
@@ -24,10 +25,10 @@ from typing import Any, Iterable
 from lmdbshard.write.config import ConvertConfig
 from lmdbshard.errors import ConfigError, FormatVersionError, PlanMismatchError
 from lmdbshard.format.record import (
-    FORMAT_VERSION, MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, shard_filename,
+    FORMAT_VERSION, MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, lmdb_data_file, shard_filename,
 )
 from lmdbshard.write.listing import Listing
-from lmdbshard.format.manifest import RECORD_FORMAT
+from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT
 from lmdbshard.write.atomic import remove_quietly, write_json_atomic
 from lmdbshard.write.plan import Plan
 from lmdbshard.write.task import ShardReport
@@ -149,25 +150,33 @@ class OutputDir:
             path = os.path.join(self.root, folder)
             for name in os.listdir(path):
                 if name.endswith(PARTIAL_SUFFIX):
-                    os.remove(os.path.join(path, name))
+                    if os.path.isdir(os.path.join(path, name)):   # a shard directory being published
+                        shutil.rmtree(os.path.join(path, name))
+                    else:
+                        os.remove(os.path.join(path, name))
 
     # ------------------------------------------------------------ reports
     def save_report(self, report: ShardReport) -> None:
         write_json_atomic(self.report_path(report.index), dataclasses.asdict(report))
 
-    def saved_report(self, index: int, planned: int) -> dict | None:
-        """The saved report of shard ``index`` if its file is there with the reported size."""
+    def saved_report(self, index: int, planned: int, record_format: str = RECORD_FORMAT) -> dict | None:
+        """The saved report of shard ``index`` if its LMDB is there, in the layout of ``record_format``
+        (a directory in Caffe Datum mode, a file otherwise), with the reported size."""
+        path = self.shard_path(index)
+        if os.path.isdir(path) != (record_format == DATUM_FORMAT):
+            return None
         try:
             with open(self.report_path(index)) as f:
                 report = json.load(f)
-            size = os.path.getsize(self.shard_path(index))
+            size = os.path.getsize(lmdb_data_file(path))
         except (OSError, ValueError):
             return None
         if report.get("index") != index or report.get("planned") != planned or report.get("bytes") != size:
             return None
         if report.get("label_file"):
             try:
-                if os.path.getsize(os.path.join(self.root, report["label_file"])) != report.get("label_bytes"):
+                label_path = os.path.join(self.root, report["label_file"])
+                if os.path.getsize(lmdb_data_file(label_path)) != report.get("label_bytes"):
                     return None
             except OSError:
                 return None
@@ -185,7 +194,7 @@ class OutputDir:
         kept = {}
         for k in range(plan.num_shards):
             start, stop = plan.shard_range(k)
-            report = None if k in rebuild else self.saved_report(k, stop - start)
+            report = None if k in rebuild else self.saved_report(k, stop - start, record_format)
             if report is not None:
                 kept[k] = report
         notes = [f"shard {k} is rebuilt on request (rebuild=...)" for k in sorted(rebuild)]

@@ -44,6 +44,12 @@ def ray_session(cfg: RayConfig) -> Iterator[float]:
             ray.shutdown()
 
 
+def pickle_for_workers(obj: object) -> bytes:
+    """``obj`` pickled as Ray pickles task arguments: classes and functions of ``__main__`` (a script,
+    a notebook) by value, so that workers can rebuild them. Plain ``pickle.loads`` reads it back."""
+    return ray.cloudpickle.dumps(obj)
+
+
 @ray.remote(num_cpus=0)
 class _ProgressBoard:
     """Images done so far in each running shard, as last reported by its task, per job."""

@@ -1,8 +1,9 @@
 """Writing one shard: read, decode, transform, augment, encode, append to LMDB, publish atomically.
 
-The per-sample work (decode, transform, augment, encode) is ``pipeline.process``; this module
-reads the inputs (files, or a python dataset's items), appends the values in key order and
-publishes the file, plus the dual LMDB ``*-label.lmdb`` of Caffe Datum mode with masks.
+The per-sample work (decode, transform, augment, encode) is ``pipeline.process``, reading the inputs
+(files, or a python dataset's items) is ``reading.prefetched``; this module appends the values in key
+order and publishes the file, plus the dual LMDB ``*-label.lmdb`` of Caffe Datum mode with masks.
+A sample that fails is recorded in the report (``on_error=skip``) or fails the shard (``fail``).
 
 ``write_shard`` is plain Python, the body of a Ray task. It builds the LMDB on
 node-local scratch (LMDB should not be written over network filesystems) and
@@ -11,22 +12,19 @@ publishes it atomically, through ``builder.ShardOutput``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from lmdbshard.write.writer import INITIAL_MAP, ShardOutput, scratch_dir
 from lmdbshard.write.config import AugmentConfig, StorageConfig, TransformConfig
 from lmdbshard.errors import SampleError
 from lmdbshard.write.pipeline import process
+from lmdbshard.write.reading import prefetched
 from lmdbshard.write.sources.python import PythonSource
 
 STAGES = ("read", "decode", "transform", "augment", "encode", "write")
-PREFETCH = 8               # files read ahead of decoding, on I/O threads
 
 
 @dataclass(frozen=True)
@@ -86,52 +84,6 @@ class ShardReport:
     label_sha256: Optional[str] = None
 
 
-def _read(root: str, item: ShardItem) -> tuple[tuple | None, str | None, float]:
-    t = time.perf_counter()
-    try:
-        with open(os.path.join(root, item.path), "rb") as f:
-            data = f.read()
-        mask = None
-        if item.mask_path is not None:
-            with open(os.path.join(root, item.mask_path), "rb") as f:
-                mask = f.read()
-        return (data, mask), None, time.perf_counter() - t
-    except OSError as exc:
-        return None, f"cannot read {exc.filename or ''}: {exc.strerror or exc}", time.perf_counter() - t
-
-
-def _fetched(task: ShardTask, python: PythonSource) -> Iterator[tuple[ShardItem, object, str | None, float]]:
-    """A python source's items in item order: the task builds the dataset and indexes it."""
-    dataset = python.open()
-    for item in task.items:
-        t = time.perf_counter()
-        try:
-            value, error = dataset[item.source_index], None
-        except Exception as exc:   # the user's __getitem__: record what it raised, as for a bad file
-            value, error = None, f"dataset[{item.source_index}] raised {type(exc).__name__}: {exc}"
-        yield item, value, error, time.perf_counter() - t
-
-
-def _prefetched(task: ShardTask, python: Optional[PythonSource]) -> Iterator[tuple[ShardItem, object, str | None, float]]:
-    """File contents in item order, read by a few threads ahead of the decoder (or a python source's items)."""
-    if python is not None:
-        yield from _fetched(task, python)
-        return
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="lmdbshard-read") as pool:
-        window: deque = deque()
-        items = iter(task.items)
-        for item in items:
-            window.append((item, pool.submit(_read, task.source_root, item)))
-            if len(window) >= PREFETCH:
-                break
-        while window:
-            item, fut = window.popleft()
-            nxt = next(items, None)
-            if nxt is not None:
-                window.append((nxt, pool.submit(_read, task.source_root, nxt)))
-            yield (item, *fut.result())
-
-
 def write_shard(task: ShardTask, opts: WriteOptions,
                 progress: Optional[Callable[[int, int], None]] = None) -> ShardReport:
     """Write one shard; call ``progress(shard_index, done)`` now and then. Returns its report."""
@@ -142,14 +94,16 @@ def write_shard(task: ShardTask, opts: WriteOptions,
     scratch = scratch_dir(task.index, opts.scratch_dir)
     output = None
     try:
-        output = ShardOutput(task.index, task.first_key, len(task.items), opts.initial_map_size, scratch)
+        output = ShardOutput(task.index, task.first_key, len(task.items), opts.initial_map_size, scratch,
+                             directories=opts.storage.encoding == "caffe_datum")
         last_report = time.monotonic()
-        for done, (item, data, read_error, read_s) in enumerate(_prefetched(task, opts.python), 1):
+        limit = opts.transform.max_file_bytes
+        for done, (item, data, read_error, read_s) in enumerate(prefetched(task, opts.python, limit), 1):
             seconds["read"] += read_s
             try:
-                if read_error:
-                    raise SampleError(item.path, read_error)
-                encoded = process(item, data, opts, seconds)
+                if read_error is not None:
+                    raise read_error
+                encoded = process(item, data, opts, seconds)   # any failure of one sample is its SampleError
             except SampleError as exc:
                 if opts.on_error == "fail":
                     raise

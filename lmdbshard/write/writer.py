@@ -3,8 +3,10 @@
 ``ShardOutput`` appends values in key order with ``append=True`` in large transactions
 (checksumming them as it goes), grows the map when it is full, then compact-copies each file
 next to the output as ``*.partial``, fsyncs it and renames it into place: a crash at any point
-leaves no file under the final name. A full disk becomes one ``DiskFullError`` line naming the
-shard, the space it needs and the space free.
+leaves no file under the final name. In Caffe Datum mode each LMDB is published as an environment
+directory holding ``data.mdb`` (what Caffe and DALI's caffe reader open), the same way: the copy
+goes into a ``*.partial`` directory, which is fsynced and renamed. A full disk becomes one
+``DiskFullError`` line naming the shard, the space it needs and the space free.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Callable, Optional
 
 import lmdb
 
-from lmdbshard.write.atomic import disk_full_message, free_bytes, is_disk_full, publishing
+from lmdbshard.write.atomic import disk_full_message, free_bytes, is_disk_full, publishing, publishing_dir
 from lmdbshard.format.datum import label_filename
 from lmdbshard.errors import DiskFullError, ShardError
-from lmdbshard.format.record import RecordHasher, encode_key, shard_filename
+from lmdbshard.format.record import LMDB_DATA_FILE, RecordHasher, encode_key, shard_filename
 
 BATCH_BYTES = 32 << 20     # one write transaction holds about this much
 BATCH_RECORDS = 4096
@@ -62,16 +64,17 @@ class ShardBuilder:
     def used_bytes(self) -> int:
         return (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
 
-    def publish(self, final: str) -> int:
-        """Compact-copy to a ``*.partial`` beside ``final``, fsync, rename into place; returns the size."""
+    def publish(self, final: str, directory: bool = False) -> int:
+        """Compact-copy to a ``*.partial`` beside ``final``, fsync, rename into place; returns the data size.
+        ``directory``: publish ``final`` as an environment directory holding ``data.mdb``."""
         folder = os.path.dirname(final)
         os.makedirs(folder, exist_ok=True)
         try:
-            with publishing(final) as fd:
+            with publishing_dir(final, LMDB_DATA_FILE) if directory else publishing(final) as fd:
                 self.env.copyfd(fd, compact=True)
         except (lmdb.Error, OSError) as exc:
             raise _storage_error(exc, self.index, f"copying it to {final}", folder, self.used_bytes(), "") from exc
-        return os.path.getsize(final)
+        return os.path.getsize(os.path.join(final, LMDB_DATA_FILE) if directory else final)
 
     def close(self) -> None:
         self.env.close()
@@ -87,10 +90,13 @@ def _storage_error(exc: BaseException, index: int, doing: str, folder: str, need
 
 
 class ShardOutput:
-    """The LMDB(s) of one shard being filled: the main one and, for Datum masks, the dual ``*-label.lmdb``."""
+    """The LMDB(s) of one shard being filled: the main one and, for Datum masks, the dual ``*-label.lmdb``.
+    ``directories``: publish each as an environment directory holding ``data.mdb`` (Caffe Datum mode)."""
 
-    def __init__(self, index: int, first_key: int, planned: int, map_size: int, scratch: str):
+    def __init__(self, index: int, first_key: int, planned: int, map_size: int, scratch: str,
+                 directories: bool = False):
         self.index, self.first_key, self.planned, self.map_size, self.scratch = index, first_key, planned, map_size, scratch
+        self.directories = directories
         self.main = ShardBuilder(index, os.path.join(scratch, shard_filename(index)), map_size, planned)
         self.labels: Optional[ShardBuilder] = None
         self.hashers = [RecordHasher(), RecordHasher()]
@@ -129,8 +135,8 @@ class ShardOutput:
         label_rel, label_size = None, 0
         if self.labels is not None:   # the companion first: the main file's presence marks the shard done
             label_rel = f"shards/{label_filename(shard_filename(self.index))}"
-            label_size = self.labels.publish(os.path.join(out, label_rel))
-        return rel, self.main.publish(os.path.join(out, rel)), label_rel, label_size
+            label_size = self.labels.publish(os.path.join(out, label_rel), self.directories)
+        return rel, self.main.publish(os.path.join(out, rel), self.directories), label_rel, label_size
 
     def close(self) -> None:
         for builder in (self.main, self.labels):

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 
-from lmdbshard.write.listing import Listing
+from lmdbshard.write.listing import UNLISTED, Listing
 from lmdbshard.errors import SourceError
 
 
 def list_imagefolder(root: str, extensions: list[str] | tuple[str, ...]) -> Listing:
-    """List ``root/<class>/**/<file>`` the way torchvision's ImageFolder does."""
+    """List ``root/<class>/**/<file>`` the way torchvision's ImageFolder does. A folder below a class
+    that cannot be listed is an item of its own, ``<folder>/`` (see ``listing.UNLISTED``)."""
     if not os.path.isdir(root):
         raise SourceError(f"source root {root!r} is not a directory; pass source.root=/path/to/imagefolder")
     exts = tuple(e.lower() for e in extensions)
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    try:
+        classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    except OSError as exc:
+        raise SourceError(f"source root {root!r} cannot be listed ({exc.strerror or exc}); make it readable") from None
     if not classes:
         raise SourceError(f"source root {root!r} has no class folders; expected root/<class>/<image> files")
     paths: list[str] = []
@@ -25,6 +29,11 @@ def list_imagefolder(root: str, extensions: list[str] | tuple[str, ...]) -> List
         found = 0
         for dirpath, fnames in _walk_once(os.path.join(root, name), fenced, warnings):
             rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            if fnames is None:   # could not be listed: an item that the shard task records as an error
+                paths.append(rel + UNLISTED)
+                labels.append(label)
+                found += 1
+                continue
             for fname in sorted(fnames):
                 if fname.lower().endswith(exts):
                     paths.append(f"{rel}/{fname}")
@@ -46,19 +55,23 @@ def _dir_id(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _walk_once(top: str, fenced: set, warnings: list[str]) -> list[tuple[str, list[str]]]:
+def _walk_once(top: str, fenced: set, warnings: list[str]) -> list[tuple[str, list[str] | None]]:
     """``sorted(os.walk(top, followlinks=True))`` as (dirpath, files), entering each real directory
-    once and never entering a ``fenced`` one (the root and the class folders) below ``top``."""
+    once and never entering a ``fenced`` one (the root and the class folders) below ``top``.
+    A folder that cannot be listed comes as (dirpath, None)."""
     seen = set(fenced)
-    found = []
-    for dirpath, dirnames, fnames in os.walk(top, followlinks=True,
-                                             onerror=lambda e: warnings.append(f"cannot read {e.filename!r}: {e.strerror}")):
+    found: list[tuple[str, list[str] | None]] = []
+
+    def unlisted(exc: OSError) -> None:
+        found.append((exc.filename, None))
+
+    for dirpath, dirnames, fnames in os.walk(top, followlinks=True, onerror=unlisted):
         keep = []
         for d in dirnames:
             try:
                 st = os.stat(os.path.join(dirpath, d))
-            except OSError as exc:
-                warnings.append(f"cannot read {os.path.join(dirpath, d)!r}: {exc.strerror}")
+            except OSError:   # vanished, or a path too long to reach: cannot be listed
+                found.append((os.path.join(dirpath, d), None))
                 continue
             if (st.st_dev, st.st_ino) in seen:
                 warnings.append(f"skipped {os.path.join(dirpath, d)!r}: a symlink loop, or a folder listed elsewhere")
@@ -67,4 +80,4 @@ def _walk_once(top: str, fenced: set, warnings: list[str]) -> list[tuple[str, li
             keep.append(d)
         dirnames[:] = keep
         found.append((dirpath, fnames))
-    return sorted(found)
+    return sorted(found, key=lambda entry: entry[0])

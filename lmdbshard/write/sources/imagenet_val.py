@@ -30,7 +30,12 @@ _NAME = re.compile(r"^(ILSVRC2012_val_(\d+))\.[A-Za-z]+$")
 def list_imagenet_val(cfg: SourceConfig) -> Listing:
     root = os.path.expanduser(cfg.root)
     exts = tuple(e.lower() for e in cfg.extensions)
-    files = sorted(n for n in os.listdir(root) if _NAME.match(n) and n.lower().endswith(exts))
+    try:
+        names = os.listdir(root)
+    except OSError as exc:
+        raise SourceError(f"source.root {cfg.root!r} cannot be listed ({exc.strerror or exc}); "
+                          "make it readable") from None
+    files = sorted(n for n in names if _NAME.match(n) and n.lower().endswith(exts))
     if not files:
         raise SourceError(f"source.root {cfg.root!r} holds no ILSVRC2012_val_*.JPEG files; pass the flat "
                           "validation folder as source.root")

@@ -11,13 +11,18 @@ import os
 
 from lmdbshard.write.config import SourceConfig
 from lmdbshard.errors import SourceError
-from lmdbshard.write.listing import Listing
+from lmdbshard.write.listing import UNLISTED, Listing
 
 
-def _stems(top: str, exts: tuple[str, ...]) -> dict[str, str]:
-    """stem (relative, '/' separators, no extension) -> relative path, in sorted walk order."""
+def _stems(top: str, exts: tuple[str, ...], unlisted: list[str]) -> dict[str, str]:
+    """stem (relative, '/' separators, no extension) -> relative path, in sorted walk order. Folders that
+    cannot be listed are added to ``unlisted`` (relative to ``top``)."""
     found: dict[str, str] = {}
-    for dirpath, dirnames, fnames in sorted(os.walk(top, followlinks=True)):
+
+    def failed(exc: OSError) -> None:
+        unlisted.append(os.path.relpath(exc.filename, top).replace(os.sep, "/"))
+
+    for dirpath, dirnames, fnames in sorted(os.walk(top, followlinks=True, onerror=failed)):
         dirnames.sort()
         rel = os.path.relpath(dirpath, top).replace(os.sep, "/")
         for name in sorted(fnames):
@@ -28,10 +33,13 @@ def _stems(top: str, exts: tuple[str, ...]) -> dict[str, str]:
 
 
 def list_paired(cfg: SourceConfig) -> Listing:
+    """Pairs by stem; a folder that cannot be listed is an item of its own (see ``listing.UNLISTED``)."""
     root = os.path.expanduser(cfg.root)
     exts = tuple(e.lower() for e in cfg.extensions)
-    images = _stems(os.path.join(root, cfg.images_dir), exts)
-    masks = _stems(os.path.join(root, cfg.masks_dir), exts)
+    unlisted_images: list[str] = []
+    unlisted_masks: list[str] = []
+    images = _stems(os.path.join(root, cfg.images_dir), exts, unlisted_images)
+    masks = _stems(os.path.join(root, cfg.masks_dir), exts, unlisted_masks)
     stems = sorted(set(images) & set(masks))
     if not stems:
         raise SourceError(f"no image in {cfg.root!r}/{cfg.images_dir} has a mask with the same stem in "
@@ -41,5 +49,10 @@ def list_paired(cfg: SourceConfig) -> Listing:
                        ("masks without an image", set(masks) - set(images))):
         if only:
             warnings.append(f"{len(only)} {what} are left out (e.g. {sorted(only)[0]!r})")
-    return Listing(root, [], [f"{cfg.images_dir}/{images[s]}" for s in stems], [-1] * len(stems), warnings,
-                   kind="paired", mask_paths=[f"{cfg.masks_dir}/{masks[s]}" for s in stems])
+    pairs = [(f"{cfg.images_dir}/{images[s]}", f"{cfg.masks_dir}/{masks[s]}") for s in stems]
+    folders = sorted(f"{top}/{rel}{UNLISTED}" if rel != "." else f"{top}{UNLISTED}"
+                     for top, rels in ((cfg.images_dir, unlisted_images), (cfg.masks_dir, unlisted_masks))
+                     for rel in rels)
+    pairs += [(folder, folder) for folder in folders]   # the shard task records each as an error
+    return Listing(root, [], [p for p, _ in pairs], [-1] * len(pairs), warnings,
+                   kind="paired", mask_paths=[m for _, m in pairs])

@@ -5,15 +5,18 @@ image a PIL image or a uint8 array (HxW or HxWxC), the target an integer label, 
 mask (a PIL image or a 2-D array, stored as the ``mask`` field). The driver builds the dataset
 once for its length and ``classes``; every shard task builds its own copy and fetches its items
 by index, so no sample passes through the driver. An in-memory dataset object can be passed
-instead (``convert(cfg, dataset=obj)``); it is pickled once for the workers.
+instead (``convert(cfg, dataset=obj)``); it is pickled once for the workers, by the ``dumps`` the
+caller passes (the runner's, which pickles classes of ``__main__`` by value, as Ray pickles task
+arguments; plain ``pickle.dumps`` by default), and read back with plain ``pickle.loads``.
 """
 
 from __future__ import annotations
 
 import importlib
 import numbers
+import pickle
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import Image
@@ -36,9 +39,8 @@ class PythonSource:
 
     def open(self, where: str = "a Ray worker") -> Any:
         if self.pickled is not None:
-            from ray import cloudpickle
             try:
-                return cloudpickle.loads(self.pickled)
+                return pickle.loads(self.pickled)
             except Exception as exc:   # any import or constructor error of the user's class
                 raise SourceError(f"the dataset object cannot be unpickled on {where} "
                                   f"({type(exc).__name__}: {exc}); {_FIX}") from None
@@ -57,13 +59,14 @@ class PythonSource:
                               f"({type(exc).__name__}: {exc}); check source.args and source.kwargs") from None
 
 
-def python_source(cfg: SourceConfig, dataset: Optional[object] = None) -> PythonSource:
+def python_source(cfg: SourceConfig, dataset: Optional[object] = None,
+                  dumps: Callable[[object], bytes] = pickle.dumps) -> PythonSource:
+    """How workers get the dataset: ``cfg.target``, or ``dataset`` pickled once with ``dumps``."""
     if dataset is None:
         return PythonSource(cfg.target, tuple(cfg.args), dict(cfg.kwargs))
-    from ray import cloudpickle
     try:
-        pickled = cloudpickle.dumps(dataset)
-    except Exception as exc:   # cloudpickle raises TypeError, PicklingError, or the object's own error
+        pickled = dumps(dataset)
+    except Exception as exc:   # pickling raises TypeError, PicklingError, or the object's own error
         raise SourceError(f"the dataset object {type(dataset).__name__} cannot be pickled for the Ray workers "
                           f"({type(exc).__name__}: {exc}); pass source.target='module:Class' so that each "
                           "worker builds it instead") from None
