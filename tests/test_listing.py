@@ -96,7 +96,7 @@ def test_a_folder_that_cannot_be_listed_is_an_item_not_a_warning(tmp_path):
     import subprocess
     import sys
     from PIL import Image
-    from conftest import pixels
+    from helpers import pixels
     tree = make_tree(str(tmp_path / "tree"), per_class=2)
     private = os.path.join(tree.root, "dog", "private")
     os.makedirs(private)
