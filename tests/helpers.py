@@ -8,8 +8,8 @@ module name), ``reference.py`` (independent re-implementations of SplitMix64 and
 from __future__ import annotations
 
 import glob
-import json
 import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 
@@ -18,10 +18,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from lmdbshard import ConvertConfig, RayConfig, SourceConfig, StorageConfig, TransformConfig
+from lmdbshard.write.resume import OutputDir
 
 from pydatasets import pixels
 
-__all__ = ["CLASSES", "Tree", "make_tree", "job", "assert_exactly_once", "pixels",
+__all__ = ["CLASSES", "Tree", "make_tree", "job", "copytree", "assert_exactly_once", "pixels",
            "reference_rgb", "stored_items", "sources"]
 
 CLASSES = ["cat", "dog", "zebra"]
@@ -63,6 +64,11 @@ def job(src: str, out: str, **kw) -> ConvertConfig:
     ray = kw.pop("ray", RayConfig(max_in_flight=4))
     return ConvertConfig(source=SourceConfig(root=src), out=out, transform=transform, storage=storage,
                          ray=ray, progress="none", **{"shard_size": 5, **kw})
+
+
+def copytree(src: str, dst: str) -> str:
+    shutil.copytree(src, dst)
+    return dst
 
 
 def assert_exactly_once(per_rank: list[list[int]], n: int, drop_last: bool) -> None:
@@ -112,5 +118,5 @@ def stored_items(out: str) -> list[tuple[bytes, bytes]]:
 
 
 def sources(out: str) -> list[str]:
-    with open(os.path.join(out, "plan.json")) as f:
-        return [s[0] for s in json.load(f)["sources"]]   # [path, label] or [path, label, mask]
+    """Source paths by source index, from plan.json."""
+    return OutputDir(out).source_paths()

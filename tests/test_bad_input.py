@@ -23,6 +23,7 @@ from PIL import Image
 
 from lmdbshard import StorageConfig, TransformConfig, convert
 from lmdbshard.format.record import raw_array, unpack_record
+from lmdbshard.write.resume import OutputDir
 
 from helpers import job, make_tree, pixels
 
@@ -115,7 +116,7 @@ def matrix(ray_local, tmp_path_factory):
     result = convert(job(tree.root, out, transform=TransformConfig(), storage=StorageConfig(encoding="raw"),
                          max_error_rate=0.5))
     manifest = json.load(open(os.path.join(out, "manifest.json")))
-    sources = [p for p, _ in json.load(open(os.path.join(out, "plan.json")))["sources"]]
+    sources = OutputDir(out).source_paths()
     import lmdb
     stored = {}
     for shard in manifest["shards"]:
@@ -167,7 +168,7 @@ UNREADABLE_SCRIPT = textwrap.dedent("""
     items = (ShardItem(0, 0, "cat/ok.png", 0), ShardItem(1, 0, "cat/secret.png", 0))
     report = write_shard(ShardTask(0, 0, {root!r}, items),
                          WriteOptions(out={out!r}, transform=TransformConfig(), storage=StorageConfig(encoding="raw")))
-    print(json.dumps(dict(count=report.count, errors=report.errors)))
+    print(json.dumps(report.to_json()))
 """)
 
 

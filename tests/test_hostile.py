@@ -135,7 +135,7 @@ TASK_SCRIPT = textwrap.dedent("""
                          WriteOptions(out={out!r}, transform=TransformConfig(resize_shorter=256),
                                       storage=StorageConfig(encoding="jpeg")))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(dict(count=report.count, errors=report.errors, peak=peak)))
+    print(json.dumps(dict(count=report.entry.count, errors=[e.to_json() for e in report.errors], peak=peak)))
 """)
 
 

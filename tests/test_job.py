@@ -1,6 +1,7 @@
 """The Hydra job as `make convert` runs it, in a subprocess: summary on success, one-line errors."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -37,16 +38,21 @@ def test_job_converts_and_prints_summary(tmp_path):
     assert (out / "manifest.json").exists()
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (["out=/tmp/x"], "source.root is required"),
-    (["+shard_sise=4", "source.root=/tmp", "out=/tmp/x"], "unknown config key 'shard_sise'; did you mean shard_size?"),
-    (["shard_size=abc", "source.root=/tmp", "out=/tmp/x"], "shard_size must be an integer, got 'abc'"),
+@pytest.mark.parametrize("overrides, config, message", [
+    (["out=/tmp/x"], "imagenet",
+     "source.root is required; pass source.root=/path/to/imagefolder (source.kind=imagefolder needs it)"),
+    (["shard_sise=100"], "demo", "unknown config key 'shard_sise'; did you mean shard_size?"),
+    (["transform.resize_shortr=1"], "demo", "unknown config key 'transform.resize_shortr'; did you mean transform.resize_shorter?"),
+    (["shard_size=abc", "source.root=/tmp", "out=/tmp/x"], "imagenet", "shard_size must be an integer, got 'abc'; set shard_size=N"),
+    (["+split=val", "imagenet.out=/tmp/x"], "imagenet",
+     "imagenet.root is required: source.root is ${imagenet.root}/val; pass imagenet.root=..."),
+    ([], "doesnotexist", "no config 'doesnotexist'; the configs are base, demo, imagenet "
+                         "(conf/NAME.yaml, chosen with --config-name NAME or make convert CONF=NAME)"),
 ])
-def test_bad_config_is_refused_in_one_line(overrides, match):
-    proc = run_job(*overrides)
+def test_bad_config_is_refused_in_one_line(overrides, config, message):
+    proc = run_job(*overrides, config=config)
     assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert lines == [f"lmdbshard: error: {lines[0].split('error: ', 1)[1]}"] and match in lines[0]
+    assert proc.stderr.splitlines() == [f"lmdbshard: error: {message}"] and proc.stdout == ""
 
 
 def test_out_that_is_a_file_is_refused_before_work(tmp_path):
@@ -58,11 +64,14 @@ def test_out_that_is_a_file_is_refused_before_work(tmp_path):
     assert target.read_text() == "precious"
 
 
-def test_help_explains_usage():
+def test_help_explains_usage_and_lists_every_config_and_group():
     proc = run_job("--help")
     assert proc.returncode == 0
-    for text in ("make convert CONF=imagenet", "source.root", "shard_size", "ShardedDataset"):
-        assert text in proc.stdout
+    for text in ("make convert CONF=imagenet", "source.root", "shard_size", "ShardedDataset",
+                 "\nbase, demo, imagenet\n", "source: filelist, imagefolder, imagenet_val, paired, python\n",
+                 "storage: caffe_datum, jpeg, passthrough, png, raw\n", "augment: flip, imagenet_train, none\n"):
+        assert text in proc.stdout, text
+    assert "benchmark" not in proc.stdout and "schema" not in proc.stdout
 
 
 @pytest.mark.ray   # the job starts its own Ray cluster
@@ -73,4 +82,20 @@ def test_error_rate_over_the_limit_exits_non_zero_in_one_line(tmp_path):
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("lmdbshard: error: 1 of 7 images could not be read") and "max_error_rate=0.0" in last
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "jobs", "convert.py"), "--config-name", "demo",
+                             f"source.root={tmp_path / 'demo'}", "demo.per_class=60", f"out={tmp_path / 'out'}",
+                             "ray.num_cpus=1", "progress=log", "log_interval_s=0.2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    for line in proc.stderr:   # the job is under way: Ctrl-C now
+        if " progress " in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and out == ""
+    assert err.strip().splitlines()[-1].startswith("interrupted")
     assert not (tmp_path / "out" / "manifest.json").exists()

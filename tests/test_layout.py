@@ -33,7 +33,10 @@ RAY_EXCEPTIONS = {
 }
 MAX_LINES = 300
 #: Modules allowed over MAX_LINES, and why. A module that shrinks must leave this list.
-LONG_MODULES: dict[str, str] = {}
+LONG_MODULES = {
+    "lmdbshard/read/dataset.py": "2 lines over: ShardedDataset and its per-shard record type, one concept",
+    "lmdbshard/read/lmdbcheck.py": "6 lines over, with a 20-line docstring: one check of LMDB's page layout",
+}
 
 
 def module_name(path: str) -> str:

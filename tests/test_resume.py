@@ -134,7 +134,7 @@ def test_map_full_grows_the_map_and_writes_everything(tree, tmp_path):
                          storage=StorageConfig(encoding="raw"), initial_map_size=64 << 10)
     roomy = WriteOptions(out=str(tmp_path / "roomy"), transform=small.transform, storage=small.storage)
     a, b = write_shard(task, small), write_shard(task, roomy)
-    assert a.count == b.count == 21 and a.sha256 == b.sha256
+    assert a.entry.count == b.entry.count == 21 and a.entry.sha256 == b.entry.sha256
     assert stored_items(small.out) == stored_items(roomy.out)
 
 
@@ -255,3 +255,49 @@ def test_a_rerun_from_another_source_root_is_refused_before_work(copy, tmp_path,
     moved = shutil.copytree(tree.root, str(tmp_path / "elsewhere"))   # same paths and labels, other files
     with pytest.raises(PlanMismatchError, match=r"source.root changed from .* to .*elsewhere.*overwrite=true"):
         convert(job(moved, out))
+
+
+# ------------------------------------------------------------------ overwrite deletes only what lmdbshard wrote
+def test_overwrite_refuses_a_folder_holding_a_users_files_and_deletes_nothing(copy, ray_local):
+    tree, out = copy
+    users = {os.path.join(out, "shards", "wds-000000.tar"): b"a user's webdataset shard",
+             os.path.join(out, "reports", "q3.txt"): b"a user's quarterly report"}
+    for path, data in users.items():
+        with open(path, "wb") as f:
+            f.write(data)
+    ours = [p for p in glob.glob(os.path.join(out, "**", "*"), recursive=True) if os.path.isfile(p)]
+    stamps = {p: os.path.getmtime(p) for p in ours if p not in users}
+    with pytest.raises(ConfigError, match=r"holds 'shards/wds-000000.tar', which lmdbshard did not write"):
+        convert(job(tree.root, out, overwrite=True))
+    os.remove(os.path.join(out, "shards", "wds-000000.tar"))
+    with pytest.raises(ConfigError, match=r"holds 'reports/q3.txt', which lmdbshard did not write"):
+        convert(job(tree.root, out, overwrite=True, seed=3))
+    with pytest.raises(ConfigError, match=r"holds 'reports/q3.txt'"):   # a resume refuses it too
+        convert(job(tree.root, out))
+    assert open(os.path.join(out, "reports", "q3.txt"), "rb").read() == b"a user's quarterly report"
+    assert {p: os.path.getmtime(p) for p in stamps} == stamps and len(stamps) == 2 + 5 + 5   # all untouched
+
+
+def test_overwrite_deletes_every_file_its_records_name_and_only_those(copy, ray_local):
+    tree, out = copy                                   # 5 shards of 5
+    leftover = os.path.join(out, "shards", ".shard-000001.lmdb.x1y2.partial")
+    open(leftover, "wb").close()
+    result = convert(job(tree.root, out, shard_size=8, overwrite=True))   # 3 shards of 8
+    assert result.shards_built == 3 and result.shards_reused == 0
+    assert sorted(os.listdir(os.path.join(out, "shards"))) == [f"shard-00000{k}.lmdb" for k in range(3)]
+    assert sorted(os.listdir(os.path.join(out, "reports"))) == [f"shard-00000{k}.json" for k in range(3)]
+    assert sorted(os.listdir(out)) == ["manifest.json", "plan.json", "reports", "shards"]
+    assert verify(out).ok
+
+
+def test_a_shard_built_for_another_plan_is_never_reused(copy, ray_local):
+    tree, out = copy
+    path = os.path.join(out, "reports", "shard-000002.json")
+    report = json.load(open(path))
+    report["plan_sha256"] = "0" * 64                  # as a report of another plan would read
+    with open(path, "w") as f:
+        json.dump(report, f)
+    os.remove(os.path.join(out, "manifest.json"))
+    result = convert(job(tree.root, out))
+    assert (result.shards_built, result.shards_reused) == (1, 4)
+    assert json.load(open(path))["plan_sha256"] == json.load(open(os.path.join(out, "plan.json")))["plan_sha256"]

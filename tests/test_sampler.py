@@ -3,16 +3,84 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from lmdbshard import ResumeError, ShardedDataset, ShardSampler
+from lmdbshard.read.partition import BLOCKS, SAMPLES, random_keys, rank_span, shard_order
 
 from helpers import assert_exactly_once
 
 shard_sizes = st.lists(st.integers(0, 40), min_size=1, max_size=12)
+
+
+def reference_epoch(sizes, seed, epoch, shuffle, block_size) -> np.ndarray:
+    """The definition of an epoch's order, computed the direct way over the whole epoch (the sampler's
+    first implementation): sort every index by (shard visit, block key, block, sample key, index)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    n = int(sizes.sum())
+    if not shuffle or n == 0:
+        return np.arange(n, dtype=np.int64)
+    k = len(sizes)
+    shard_of = np.repeat(np.arange(k, dtype=np.int64), sizes)
+    block = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    block = block // block_size if block_size is not None else np.zeros(n, dtype=np.int64)
+    visit = np.empty(k, dtype=np.int64)
+    visit[shard_order(k, seed, epoch, True)] = np.arange(k)
+    block_key = random_keys((shard_of << 32) | block, seed, epoch, BLOCKS)
+    sample_key = random_keys(np.arange(n), seed, epoch, SAMPLES)
+    return np.lexsort((sample_key, block, block_key, visit[shard_of]))
+
+
+def reference_indices(sizes, replicas, rank, seed, epoch, shuffle, drop_last, block_size) -> np.ndarray:
+    """One rank's contiguous piece of the reference epoch, padded by repeating it from its start."""
+    order = reference_epoch(sizes, seed, epoch, shuffle, block_size)
+    start, stop = rank_span(len(order), replicas, rank, drop_last)
+    return order[np.arange(start, stop) % len(order)] if len(order) else order
+
+
+def sampler(sizes, replicas, rank, seed, epoch, shuffle=True, drop_last=False, block_size=1024) -> ShardSampler:
+    s = ShardSampler(sizes, replicas, rank, seed=seed, shuffle=shuffle, drop_last=drop_last, block_size=block_size)
+    s.set_epoch(epoch)
+    return s
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes=st.lists(st.integers(0, 90), min_size=1, max_size=14), replicas=st.integers(1, 9),
+       drop_last=st.booleans(), shuffle=st.booleans(), block=st.sampled_from([None, 1, 2, 7, 16, 64]),
+       seed=st.integers(0, 2**64 - 1), epoch=st.integers(0, 10**6))
+def test_each_rank_computes_exactly_its_piece_of_the_defined_epoch(sizes, replicas, drop_last, shuffle, block,
+                                                                    seed, epoch):
+    for rank in range(replicas):
+        got = sampler(sizes, replicas, rank, seed, epoch, shuffle, drop_last, block).indices()
+        want = reference_indices(sizes, replicas, rank, seed, epoch, shuffle, drop_last, block)
+        assert got.dtype == np.int64 and got.tolist() == want.tolist()
+    s = sampler(sizes, replicas, 0, seed, epoch, shuffle, drop_last, block)
+    assert s.epoch_order().tolist() == reference_epoch(sizes, seed, epoch, shuffle, block).tolist()
+
+
+@pytest.mark.parametrize("block", [None, 1000, 4096])
+def test_large_shards_keep_the_defined_order(block):
+    sizes = [70001, 65536, 0, 3, 131073, 4095]   # blocks and ranks that straddle the shuffling chunks
+    for rank in range(3):
+        got = sampler(sizes, 3, rank, seed=11, epoch=4, block_size=block).indices()
+        assert np.array_equal(got, reference_indices(sizes, 3, rank, 11, 4, True, False, block))
+
+
+def test_one_rank_of_8_holds_little_more_than_its_indices():
+    sizes = [2560] * 800                          # 2,048,000 samples; rank 0 of 8 gets 256,000
+    s = sampler(sizes, 8, 0, seed=0, epoch=1)
+    tracemalloc.start()
+    try:
+        indices = s.indices()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(indices) == sum(sizes) // 8
+    assert peak <= 64 * len(indices)              # the whole epoch's order alone would take 8 * 8 = 64 B per index
 
 
 @settings(max_examples=150, deadline=None)
@@ -75,6 +143,22 @@ def test_resume_mid_epoch_yields_exactly_the_rest():
     assert head + list(resumed) == full
     resumed.set_epoch(4)   # the next epoch starts from its beginning
     assert len(list(resumed)) == len(full)
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=shard_sizes, replicas=st.integers(1, 5), drop_last=st.booleans(), block=st.sampled_from([None, 1, 3]),
+       seed=st.integers(0, 2**32), epoch=st.integers(0, 100), data=st.data())
+def test_resume_at_any_point_yields_exactly_the_rest(sizes, replicas, drop_last, block, seed, epoch, data):
+    rank = data.draw(st.integers(0, replicas - 1))
+    s = sampler(sizes, replicas, rank, seed, epoch, drop_last=drop_last, block_size=block)
+    full = list(s)
+    consumed = data.draw(st.integers(0, len(full)))
+    state = json.loads(json.dumps(s.state_dict(consumed=consumed)))
+    resumed = ShardSampler(sizes, replicas, rank, seed=seed, drop_last=drop_last, block_size=block)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(epoch)
+    assert list(resumed) == full[consumed:]
+    assert resumed.state_dict()["yielded"] == len(full)
 
 
 def test_resume_state_must_fit_the_sampler():
@@ -141,3 +225,13 @@ def test_dataloader_resumes_mid_epoch(demo_out):
     resumed = ShardSampler(ds, 1, 0, seed=7)
     resumed.load_state_dict(state)
     assert first + load(ds, resumed) == full
+
+
+def test_scale_benchmark_reports_both_targets():
+    from lmdbshard.benchmark.scale_sampler import measure
+    result = measure(samples=100_000, shard_size=2560, replicas=8, repeats=1)
+    assert (result.samples, result.shards, result.rank_samples) == (102_400, 40, 12_800)
+    assert result.indices_s > 0 and result.permutation_s > 0
+    assert result.memory_verdict == "PASS"
+    rows = result.rows()
+    assert len(rows) == 2 and all(row.endswith(("PASS", "MISS")) for row in rows)

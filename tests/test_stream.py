@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from lmdbshard import ShardedDataset
+from lmdbshard.read.partition import segments, shard_order
 from lmdbshard.read.stream import ShardStream
 
 from helpers import assert_exactly_once
@@ -42,6 +43,38 @@ def test_ranks_x_workers_cover_every_sample_once(sizes, replicas, workers, drop_
         runs = [run for w in range(workers) for run in s.runs(w, workers)]
         assert all(a < b for _, a, b in runs)   # no empty runs: a worker never opens a shard for nothing
     assert_exactly_once(per_rank, sum(sizes), drop_last)
+
+
+def reference_segments(sizes, order, start, stop):
+    """Positions [start, stop) of the sequence visiting shards in ``order``, wrapping past its end, walked
+    one position at a time: the definition the vectorised runs must match."""
+    sequence = [(int(k), o) for k in order for o in range(sizes[k])]
+    out = []
+    for p in range(start, stop):
+        k, o = sequence[p % len(sequence)]
+        if out and out[-1][0] == k and out[-1][2] == o:
+            out[-1] = (k, out[-1][1], o + 1)
+        else:
+            out.append((k, o, o + 1))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes=st.lists(st.integers(0, 12), min_size=1, max_size=8).filter(sum), shuffle=st.booleans(),
+       seed=st.integers(0, 2**64 - 1), epoch=st.integers(0, 99), data=st.data())
+def test_runs_are_the_positions_of_the_sequence(sizes, shuffle, seed, epoch, data):
+    start = data.draw(st.integers(0, 3 * sum(sizes)))
+    stop = data.draw(st.integers(start, start + 2 * sum(sizes) + 1))
+    order = shard_order(len(sizes), seed, epoch, shuffle)
+    assert segments(sizes, order, start, stop) == reference_segments(sizes, order, start, stop)
+
+
+def test_a_rank_plans_a_huge_epoch_in_o_shards():
+    sizes = [2560] * 3907                           # 10,001,920 samples
+    s = ShardStream(Sizes(sizes), 8, 3, shuffle_shards=True, seed=1)
+    runs = [run for w in range(4) for run in s.runs(w, 4)]
+    assert sum(b - a for _, a, b in runs) == len(s) == sum(sizes) // 8
+    assert len({k for k, _, _ in runs}) <= len(sizes) // 8 + 5   # about an eighth of the shards, each once or split
 
 
 def test_shard_order_changes_per_epoch_only_when_asked():

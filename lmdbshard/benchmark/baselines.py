@@ -23,6 +23,7 @@ from PIL import Image
 
 from lmdbshard.write.config import TransformConfig
 from lmdbshard.write.image import RESAMPLE, REDUCING_GAP, resized_size
+from lmdbshard.format.record import KEY_FORMAT
 
 _chain: tuple[TransformConfig, int] | None = None   # (transform, JPEG quality) in a pool process
 
@@ -129,7 +130,7 @@ class BareShards:
 
     def get(self, i: int) -> bytes:
         k = bisect.bisect_right(self.ends, i)
-        return self.txns[k].get(b"%010d" % (self.first_keys[k] + i - (self.ends[k - 1] if k else 0)))
+        return self.txns[k].get(KEY_FORMAT % (self.first_keys[k] + i - (self.ends[k - 1] if k else 0)))
 
     def close(self) -> None:
         for txn in self.txns:

@@ -35,13 +35,15 @@ PARTIAL_SUFFIX = ".partial"
 #: Keys are ASCII decimal, zero-padded to KEY_WIDTH, so byte order equals numeric order.
 KEY_WIDTH = 10
 MAX_KEY = 10**KEY_WIDTH - 1
+#: ``KEY_FORMAT % position`` is the key, without ``encode_key``'s range check (the readers' hot path).
+KEY_FORMAT = b"%010d"
 
 
 def encode_key(position: int) -> bytes:
     """Key of global position ``position``: ``b"0000000042"``."""
     if not 0 <= position <= MAX_KEY:
         raise FormatError(f"key position must be in [0, {MAX_KEY}], got {position!r}")
-    return b"%010d" % position
+    return KEY_FORMAT % position
 
 
 def decode_key(key: bytes) -> int:

@@ -22,6 +22,7 @@ that never changes, and any language can reproduce an epoch's order from it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -74,20 +75,50 @@ def split_span(start: int, stop: int, parts: int, part: int) -> tuple[int, int]:
     return start + length * part // parts, start + length * (part + 1) // parts
 
 
-def segments(sizes: Sequence[int], order: np.ndarray, start: int, stop: int) -> list[tuple[int, int, int]]:
-    """Positions ``[start, stop)`` of the sequence that visits shards in ``order``, as
-    ``(shard, first offset, stop offset)`` runs; positions past the end wrap to its start (padding)."""
+@dataclass(frozen=True)
+class Runs:
+    """Pieces of an epoch's sequence, in order: piece ``i`` is positions ``[start[i], stop[i])`` of
+    shard ``shard[i]``'s own sequence (int64 arrays, ``start < stop``)."""
+
+    shard: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+
+def runs(sizes: Sequence[int], order: np.ndarray, start: int, stop: int) -> Runs:
+    """Positions ``[start, stop)`` of the sequence that visits shards in ``order``, as runs within shards;
+    positions past the end wrap to its start (padding). O(shards) plus the runs, whatever ``stop - start``."""
     sizes = np.asarray(sizes, dtype=np.int64)
+    order = np.asarray(order, dtype=np.int64)
     ends = np.cumsum(sizes[order])
     n = int(ends[-1]) if len(ends) else 0
-    runs: list[tuple[int, int, int]] = []
+    pieces = []
     pos = start
     while pos < stop and n:
-        p, lap_end = pos % n, min(stop, pos - pos % n + n)
-        while pos < lap_end:
-            j = int(np.searchsorted(ends, p, side="right"))
-            shard_start = int(ends[j] - sizes[order[j]])
-            take = min(lap_end - pos, int(ends[j]) - p)
-            runs.append((int(order[j]), p - shard_start, p - shard_start + take))
-            pos, p = pos + take, p + take
-    return runs
+        first, last = pos % n, min(n, pos % n + stop - pos)   # one lap: positions [first, last) of the sequence
+        j = np.arange(np.searchsorted(ends, first, side="right"), np.searchsorted(ends, last - 1, side="right") + 1)
+        begins = ends[j] - sizes[order[j]]
+        a, b = np.maximum(first, begins) - begins, np.minimum(last, ends[j]) - begins
+        keep = a < b                                          # empty shards hold no positions
+        pieces.append((order[j][keep], a[keep], b[keep]))
+        pos += last - first
+    if not pieces:
+        empty = np.zeros(0, dtype=np.int64)
+        return Runs(empty, empty, empty)
+    return Runs(*(np.concatenate(column) for column in zip(*pieces)))
+
+
+def segments(sizes: Sequence[int], order: np.ndarray, start: int, stop: int) -> list[tuple[int, int, int]]:
+    """:func:`runs` as ``(shard, first offset, stop offset)`` tuples of Python ints."""
+    r = runs(sizes, order, start, stop)
+    return list(zip(r.shard.tolist(), r.start.tolist(), r.stop.tolist()))
+
+
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + l) for s, l in zip(starts, lengths)])``, without the Python loop."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    return np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)

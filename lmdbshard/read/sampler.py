@@ -4,19 +4,23 @@ Each epoch visits the shards in a seeded order, and within each shard the blocks
 ``block_size`` consecutive keys in a seeded order, shuffling the samples inside each
 block. A rank therefore reads a few shards, one block at a time, instead of pages
 scattered over every file. The epoch's sequence is cut into equal contiguous pieces,
-one per rank (see ``partition.py``).
+one per rank (see ``partition.py``). A rank computes only its own piece: the shard order, then the
+blocks of the shards its piece overlaps, so its cost is O(shards + N / num_replicas).
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 import numpy as np
 
 from lmdbshard.errors import ResumeError
-from lmdbshard.read.partition import BLOCKS, SAMPLES, check_ranks, per_rank, random_keys, rank_span, shard_order
+from lmdbshard.read.partition import (BLOCKS, SAMPLES, Runs, check_ranks, per_rank, random_keys, ranges,
+                                      rank_span, runs, shard_order)
 
 _STATE_FORMAT = "lmdbshard.ShardSampler/1"
+_ITER_CHUNK = 4096       # indices turned into Python ints at a time while iterating
+_SORT_CHUNK = 1 << 16    # samples shuffled per step: bounds the temporaries whatever the rank's share
 
 
 class ShardSampler:
@@ -71,38 +75,37 @@ class ShardSampler:
         self.epoch = int(epoch)
 
     def epoch_order(self) -> np.ndarray:
-        """Every index of the dataset, in this epoch's order (before the split among ranks)."""
-        sizes = self.shard_sizes
-        n = int(sizes.sum())
-        if not self.shuffle or n == 0:
-            return np.arange(n, dtype=np.int64)
-        k = len(sizes)
-        shard_of = np.repeat(np.arange(k, dtype=np.int64), sizes)
-        block = np.arange(n, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        if self.block_size is not None:
-            block //= self.block_size
-        else:
-            block[:] = 0
-        visit = np.empty(k, dtype=np.int64)
-        visit[shard_order(k, self.seed, self.epoch, True)] = np.arange(k)
-        block_key = random_keys((shard_of << 32) | block, self.seed, self.epoch, BLOCKS)
-        sample_key = random_keys(np.arange(n), self.seed, self.epoch, SAMPLES)
-        # lexsort: the last key is primary: shard visit order, then block order, then samples in a block
-        return np.lexsort((sample_key, block, block_key, visit[shard_of]))
+        """Every index of the dataset, in this epoch's order (before the split among ranks). O(N); a rank
+        needs only :meth:`indices`, which costs O(N / num_replicas)."""
+        return self._positions(0, int(self.shard_sizes.sum()))
 
     def indices(self) -> np.ndarray:
-        """This rank's indices for the current epoch, including padding."""
-        order = self.epoch_order()
-        start, stop = rank_span(len(order), self.num_replicas, self.rank, self.drop_last)
-        return order[np.arange(start, stop) % len(order)] if len(order) else order
+        """This rank's indices for the current epoch, including padding: a compact int64 array."""
+        return self._rank_indices(0)
+
+    def _rank_indices(self, skip: int) -> np.ndarray:
+        """This rank's indices after the first ``skip`` of them; only this part of the epoch is computed."""
+        start, stop = rank_span(int(self.shard_sizes.sum()), self.num_replicas, self.rank, self.drop_last)
+        return self._positions(start + skip, stop)
+
+    def _positions(self, start: int, stop: int) -> np.ndarray:
+        """The indices at positions ``[start, stop)`` of the epoch's sequence (wrapping past its end)."""
+        sizes = self.shard_sizes
+        n = int(sizes.sum())
+        if n == 0 or start >= stop:
+            return np.zeros(0, dtype=np.int64)
+        if not self.shuffle:
+            return np.arange(start, stop, dtype=np.int64) % n
+        pieces = runs(sizes, shard_order(len(sizes), self.seed, self.epoch, True), start, stop)
+        return block_shuffled(sizes, pieces, self.seed, self.epoch, self.block_size)
 
     def __iter__(self) -> Iterator[int]:
-        indices = self.indices()
-        start, self._resume = self._resume, 0
-        self._yielded = start
-        for i in indices[start:].tolist():
-            self._yielded += 1
-            yield i
+        indices = self._rank_indices(self._resume)
+        self._yielded, self._resume = self._resume, 0
+        for lo in range(0, len(indices), _ITER_CHUNK):   # Python ints a chunk at a time, not a list of them all
+            for i in indices[lo:lo + _ITER_CHUNK].tolist():
+                self._yielded += 1
+                yield i
 
     # ------------------------------------------------------------ resume
     def _identity(self) -> dict:
@@ -150,3 +153,73 @@ def _world(num_replicas: Optional[int], rank: Optional[int]) -> tuple[int, int]:
         rank = dist.get_rank() if rank is None else rank
     check_ranks(num_replicas, rank)
     return int(num_replicas), int(rank)
+
+
+def block_shuffled(sizes: np.ndarray, pieces: Runs, seed: int, epoch: int, block_size: Optional[int]) -> np.ndarray:
+    """The indices at ``pieces`` of the epoch's sequence, where each shard's sequence visits its blocks of
+    ``block_size`` consecutive indices (``None``: the whole shard) in a seeded order and each block's indices
+    in a seeded order.
+
+    Only the blocks of the pieces' shards are ordered and only the blocks that overlap a piece are shuffled,
+    so the cost is O(samples asked for + blocks of their shards). The block of index ``i`` of shard ``k`` is
+    ``b = (i - first index of k) // block_size``; blocks are sorted by ``random_keys((k << 32) | b, BLOCKS)``,
+    indices within a block by ``random_keys(i, SAMPLES)``. ``mix64`` is a bijection and the items differ,
+    so no two keys tie and any sort algorithm gives the same order.
+    """
+    first_index = np.cumsum(sizes) - sizes
+    size = sizes[pieces.shard]
+    step = size if block_size is None else np.full(len(size), block_size, dtype=np.int64)
+    count = -(-size // step)                                  # blocks of each piece's shard (size > 0)
+    piece = np.repeat(np.arange(len(pieces), dtype=np.int64), count)
+    block = np.arange(len(piece), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
+    keys = random_keys((pieces.shard[piece] << 32) | block, seed, epoch, BLOCKS)
+    visit = np.lexsort((keys, piece))                         # each piece's shard's blocks, in their seeded order
+    piece, block = piece[visit], block[visit]
+    step = step[piece]
+    length = np.minimum(step, size[piece] - block * step)
+    end = np.cumsum(length)
+    begin = end - length - (end - length)[np.cumsum(count) - count][piece]   # block's start within its shard's sequence
+    lo = np.clip(pieces.start[piece] - begin, 0, length)      # the part of each block that lies in its piece
+    hi = np.clip(pieces.stop[piece] - begin, 0, length)
+    used = lo < hi
+    return _shuffle_blocks(first_index[pieces.shard[piece]][used] + block[used] * step[used], length[used],
+                           lo[used], hi[used], seed, epoch)
+
+
+def _shuffle_blocks(first: np.ndarray, length: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                    seed: int, epoch: int) -> np.ndarray:
+    """Positions ``[lo, hi)`` of each block ``[first, first + length)`` shuffled by its samples' keys, concatenated.
+    Works through ``_SORT_CHUNK`` samples at a time, so temporaries stay small next to the result."""
+    out = np.empty(int((hi - lo).sum()), dtype=np.int64)
+    begin = np.cumsum(length) - length
+    bounds = np.flatnonzero(np.diff(begin // _SORT_CHUNK)) + 1
+    written = 0
+    for i, j in zip(np.concatenate(([0], bounds)), np.concatenate((bounds, [len(first)]))):
+        shuffled = _shuffle_whole(first[i:j], length[i:j], seed, epoch)
+        if (lo[i:j] == 0).all() and (hi[i:j] == length[i:j]).all():
+            part = shuffled
+        else:   # the first or last block of a piece: keep only its part inside the piece
+            part = shuffled[ranges(begin[i:j] - begin[i] + lo[i:j], hi[i:j] - lo[i:j])]
+        out[written:written + len(part)] = part
+        written += len(part)
+    return out
+
+
+def _shuffle_whole(first: np.ndarray, length: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """Blocks ``[first, first + length)``, each in the order of its samples' keys, concatenated.
+    Blocks of one length are sorted together as the rows of a matrix."""
+    lengths = np.unique(length)
+    if len(lengths) == 1:
+        return _sort_rows(first, int(lengths[0]), seed, epoch).ravel()
+    out = np.empty(int(length.sum()), dtype=np.int64)
+    begin = np.cumsum(length) - length
+    for size in lengths.tolist():
+        rows = np.flatnonzero(length == size)
+        out[(begin[rows, None] + np.arange(size)).ravel()] = _sort_rows(first[rows], size, seed, epoch).ravel()
+    return out
+
+
+def _sort_rows(first: np.ndarray, size: int, seed: int, epoch: int) -> np.ndarray:
+    """Row ``r``: ``first[r] + arange(size)`` sorted by the samples' keys."""
+    index = first[:, None] + np.arange(size, dtype=np.int64)
+    return first[:, None] + np.argsort(random_keys(index, seed, epoch, SAMPLES), axis=1)

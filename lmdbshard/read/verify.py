@@ -16,11 +16,11 @@ from typing import Callable, Iterable, Optional
 import lmdb
 
 from lmdbshard.read.decode import decode_field
-from lmdbshard.read.envs import open_shard
+from lmdbshard.read.envs import reading
 from lmdbshard.errors import FormatError, ShardError
 from lmdbshard.format.datum import datum_array, decode_datum
 from lmdbshard.format.record import RecordHasher, encode_key, lmdb_data_file, record_crc, unpack_record
-from lmdbshard.format.manifest import RECORD_FORMAT, load_manifest
+from lmdbshard.format.manifest import RECORD_FORMAT, ShardEntry, load_manifest
 
 MAX_PROBLEMS_PER_SHARD = 20
 
@@ -35,6 +35,18 @@ class ShardExpectation:
     count: int
     sha256: str
     record_format: str = RECORD_FORMAT   # "caffe_datum": every value is a Datum, without a record CRC
+
+
+def expectations(root: str, entries: Iterable[ShardEntry], record_format: str
+                 ) -> tuple[list[ShardExpectation], list[ShardExpectation]]:
+    """What each shard entry promises: (its LMDB files, the dual label LMDBs of Datum mode: same keys,
+    their own checksums). The one place that turns manifest entries (or reports) into checks."""
+    entries = list(entries)
+    shards = [ShardExpectation(s.index, os.path.join(root, s.file), s.first_key, s.count, s.sha256, record_format)
+              for s in entries]
+    labels = [ShardExpectation(s.index, os.path.join(root, s.label_file), s.first_key, s.count,
+                               s.label_sha256 or "", record_format) for s in entries if s.label_file]
+    return shards, labels
 
 
 @dataclass(frozen=True)
@@ -81,12 +93,7 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
     n = 0
     key = None
     try:
-        env = open_shard(exp.path)
-    except (lmdb.Error, ShardError) as exc:
-        problem(None, f"cannot open {exp.path} as LMDB: {exc}" if isinstance(exc, lmdb.Error) else str(exc))
-        return 0, problems
-    try:
-        with env.begin(buffers=True) as txn:
+        with reading(exp.path) as txn:   # checks the file's structure first: no SIGBUS below
             for key, value in txn.cursor():
                 expected = encode_key(exp.first_key + n)
                 n += 1
@@ -98,12 +105,13 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
                                 else _check_datum(value, decode))
                 if problem_text:
                     problem(key, problem_text)
+    except (ShardError, OSError) as exc:   # the file is damaged, or went away
+        problem(None, str(exc))
+        return n, problems
     except lmdb.Error as exc:
         after = f" after key {bytes(key).decode('ascii', 'replace')}" if key is not None else ""
         problem(None, f"LMDB error{after}: {exc}")
         return n, problems
-    finally:
-        env.close()
     if n != exp.count:
         problem(None, f"holds {n} records, expected {exp.count}")
     if hasher.hexdigest() != exp.sha256:
@@ -157,20 +165,12 @@ def verify(root: str, decode: bool = True, workers: Optional[int] = None,
            on_done: Optional[Callable[[ShardExpectation, list[Problem]], None]] = None) -> VerifyResult:
     """Check every shard of a finished dataset against its manifest."""
     m = load_manifest(root)
-    expectations = [ShardExpectation(s.index, m.shard_path(s), s.first_key, s.count, s.sha256, m.record_format)
-                    for s in m.shards]
-    companions = [ShardExpectation(s.index, m.label_path(s), s.first_key, s.count, s.label_sha256, m.record_format)
-                  for s in m.shards if s.label_file]   # the dual LMDB of Datum mode: same keys, its own checksum
-    problems = []
-    ends = [s.first_key + s.count for s in m.shards]
-    for prev_end, s in zip([0] + ends, m.shards):
-        if s.first_key < prev_end:
-            problems.append(Problem(s.index, None, f"key range starts at {s.first_key}, inside the previous "
-                                                   f"shard's range (which ends at {prev_end - 1})"))
-    records, found = check_shards(expectations, decode, workers, on_done)
+    shards, companions = expectations(m.root, m.shards, m.record_format)
+    problems = []   # overlapping key ranges and bad counts are refused by load_manifest already
+    records, found = check_shards(shards, decode, workers, on_done)
     found += check_shards(companions, decode, workers)[1]
     problems += found
     if records != m.num_samples and not found:
         problems.append(Problem(None, None, f"manifest says {m.num_samples} samples, shards hold {records}"))
-    return VerifyResult(root, len(expectations), records, problems)
+    return VerifyResult(root, len(shards), records, problems)
 

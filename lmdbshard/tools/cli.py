@@ -12,6 +12,7 @@ import os
 import sys
 
 from lmdbshard.errors import LmdbshardError
+from lmdbshard.write.choices import ProgressMode
 
 EPILOG = "Convert with: make convert CONF=imagenet ARGS=\"source.root=... out=...\" (see README.md)"
 
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-decode", action="store_true", help="skip decoding images (faster; CRCs still checked)")
     p.add_argument("--workers", type=int, default=None, help="threads to check shards with (default: up to 8)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto",
+    p.add_argument("--progress", choices=list(ProgressMode), default=ProgressMode.auto,
                    help="progress display on stderr (default: a bar on a terminal, log lines otherwise)")
     p.set_defaults(func=_verify)
 

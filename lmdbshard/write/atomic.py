@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from lmdbshard.errors import DiskFullError
+from lmdbshard.format import names
 from lmdbshard.format.record import PARTIAL_SUFFIX
 
 
@@ -107,8 +108,17 @@ def disk_full_message(folder: str, doing: str, needed: int, hint: str = "") -> s
             "the same command (complete shards are kept)")
 
 
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as strict JSON: a string holding undecodable file-name bytes (lone surrogates, which
+    ``json.dumps`` would write as ``\\udcXX``) is written valid, as ``names.strict`` shows it."""
+    text = json.dumps(obj, indent=1, allow_nan=False)
+    if "\\ud" in text:   # surrogates, lone or paired: only lone ones change
+        text = json.dumps(names.strict(obj), indent=1, allow_nan=False)
+    return text.encode("ascii") + b"\n"
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
-    data = json.dumps(obj, indent=1).encode() + b"\n"
+    data = json_bytes(obj)
     try:
         with publishing(path) as fd:
             view = memoryview(data)

@@ -1,8 +1,12 @@
 """``convert``: a source folder in, a globally shuffled sharded LMDB dataset out.
 
-The coordinator: validate the config, list the source, make the plan, check the
-output folder (resume or refuse), run the missing shards on Ray, record each
-report as it lands, and commit the manifest only when every shard is complete.
+The coordinator, in phases:
+
+- ``_start``: validate the config, list the source, make the plan (no side effects);
+- under the output lock (lock.py): ``OutputDir.prepare`` checks the folder (resume, clear or refuse);
+- ``_reuse``: keep the complete shards an earlier run left for this plan;
+- ``_run``: build the missing shards on Ray, saving each report as it lands;
+- ``_commit``: check the error rate, then write the manifest, last and atomically.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Optional
 
 import PIL
 import lmdb
@@ -24,14 +28,16 @@ from lmdbshard.write.config import ConvertConfig
 from lmdbshard.errors import ConfigError, JobFailedError
 from lmdbshard.write.listing import Listing
 from lmdbshard.write.atomic import write_json_atomic
-from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT, build_manifest, class_counts
+from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT, DatasetFacts, build_manifest, class_counts
+from lmdbshard.write.lock import OutputLock
+from lmdbshard.write.report import ReportSet, ShardReport, stage_seconds
 from lmdbshard.write.resume import OutputDir, identity_hash
 from lmdbshard.write.plan import Plan, make_plan
 from lmdbshard.write.progress import Progress, stage_fractions, stage_shares
 from lmdbshard.write.runner import pickle_for_workers, ray_session, run_shards
 from lmdbshard.write.task import STAGES, ShardItem, ShardTask, WriteOptions
 from lmdbshard.write.sources import list_source
-from lmdbshard.write.sources.python import python_source
+from lmdbshard.write.sources.python import PythonSource, python_source
 
 log = logging.getLogger("lmdbshard")
 
@@ -81,6 +87,29 @@ class ConvertResult:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Job:
+    """What ``_start`` decides before touching the output: the checked config, listing, plan and folder."""
+
+    cfg: ConvertConfig
+    out: str
+    listing: Listing
+    plan: Plan
+    output: OutputDir
+    python: Optional[PythonSource]
+
+    @property
+    def record_format(self) -> str:
+        return DATUM_FORMAT if self.cfg.storage.encoding == "caffe_datum" else RECORD_FORMAT
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    built: list[int]      # shards this run built
+    ray_startup_s: float
+    run_s: float          # building, Ray start-up excluded
+
+
 def _tasks(plan: Plan, listing: Listing, todo: list[int]) -> Iterator[ShardTask]:
     """Shard tasks built one at a time, so the driver never holds every item at once."""
     masks = listing.mask_paths
@@ -92,10 +121,9 @@ def _tasks(plan: Plan, listing: Listing, todo: list[int]) -> Iterator[ShardTask]
         yield ShardTask(k, plan.shard_range(k)[0], root, items)
 
 
-def _fields(cfg: ConvertConfig, reports) -> list[dict]:
+def _fields(cfg: ConvertConfig, has_mask: bool) -> list[dict]:
     """The manifest's ``fields``: what every record holds."""
     st = cfg.storage
-    has_mask = any(r.get("masks", 0) for r in reports)
     if st.encoding == "caffe_datum":
         image = {"name": "image", "encoding": "caffe_datum", "dtype": "uint8", "layout": "CHW",
                  "channel_order": "BGR", "datum_encoded": st.datum_encoded}
@@ -108,42 +136,35 @@ def _fields(cfg: ConvertConfig, reports) -> list[dict]:
     return [image, mask] if has_mask else [image]
 
 
-def _record_format(cfg: ConvertConfig) -> str:
-    return DATUM_FORMAT if cfg.storage.encoding == "caffe_datum" else RECORD_FORMAT
-
-
-def _class_counts(listing: Listing, rounds: int, reports: list[dict]) -> list[int]:
+def _class_counts(listing: Listing, rounds: int, reports: ReportSet) -> list[int]:
     """Records per class; python sources learn their labels in the tasks, so their reports count them."""
     if listing.kind != "python":
-        return class_counts(listing.labels, len(listing.classes), rounds, reports)
+        return class_counts(listing.labels, len(listing.classes), rounds, reports.skipped)
     counts = [0] * len(listing.classes)
     for r in reports:
-        for label, n in r.get("label_counts", {}).items():
+        for label, n in r.label_counts.items():
             if 0 <= int(label) < len(counts):
                 counts[int(label)] += n
     return counts
 
 
-def _stage_seconds(reports) -> dict[str, float]:
-    """Seconds per stage summed over shard reports (over every worker that built them)."""
-    reports = list(reports)
-    return {s: round(sum(r["seconds"].get(s, 0.0) for r in reports), 3) for s in STAGES}
+def _python_config(cfg: ConvertConfig, dataset: object | None) -> tuple[ConvertConfig, Optional[PythonSource]]:
+    """An in-memory dataset object: the config names it by its pickle's hash, so that a rerun with other
+    contents (say, another split) is refused."""
+    if dataset is None:
+        return cfg, None
+    if cfg.source.kind != "python" or cfg.source.target not in (None, ""):
+        raise ConfigError("a dataset object needs source.kind=python and no source.target; "
+                          "pass one or the other")
+    python = python_source(cfg.source, dataset, dumps=pickle_for_workers)
+    name = (f"<object {type(dataset).__module__}.{type(dataset).__qualname__} "
+            f"sha256:{hashlib.sha256(python.pickled).hexdigest()[:16]}>")
+    return dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, target=name)), python
 
 
-def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
-    """Run a conversion job to completion; raises before any work on a bad config or plan mismatch.
-    ``dataset``: an in-memory dataset object for ``source.kind=python`` instead of ``source.target``."""
-    t0 = time.monotonic()
-    python = None
-    if dataset is not None:
-        if cfg.source.kind != "python" or cfg.source.target not in (None, "", "???"):
-            raise ConfigError("a dataset object needs source.kind=python and no source.target; "
-                              "pass one or the other")
-        python = python_source(cfg.source, dataset, dumps=pickle_for_workers)
-        # Named by its pickle's hash, so that a rerun with other contents (say, another split) is refused.
-        name = (f"<object {type(dataset).__module__}.{type(dataset).__qualname__} "
-                f"sha256:{hashlib.sha256(python.pickled).hexdigest()[:16]}>")
-        cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, target=name))
+def _start(cfg: ConvertConfig, dataset: object | None) -> Job:
+    """Validate, list and plan: everything that can refuse the job before the output folder is touched."""
+    cfg, python = _python_config(cfg, dataset)
     cfg.validate()
     out = os.path.abspath(os.path.expanduser(cfg.out))
     if cfg.source.kind == "python" and python is None:
@@ -154,85 +175,110 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
     if outside:
         raise ConfigError(f"rebuild names shard {outside[0]}, but the plan has {plan.num_shards} shards "
                           f"(0..{plan.num_shards - 1}); pass rebuild=[...] with indices in that range")
-    output = OutputDir(out)
-    output.prepare(cfg, listing, plan)
+    return Job(cfg, out, listing, plan, OutputDir(out), python)
+
+
+def _reuse(job: Job) -> ReportSet:
+    """The complete shards an earlier run left for this plan (checked by ``cfg.resume_check``)."""
+    listing, plan, cfg = job.listing, job.plan, job.cfg
     log.info("listed %d images in %d classes under %s; %d shards of %d; Pillow %s (libjpeg-turbo: %s), lmdb %s",
              len(listing), len(listing.classes), listing.root, plan.num_shards, plan.shard_size,
              PIL.__version__, features.check_feature("libjpeg_turbo"), lmdb.__version__)
     for w in listing.warnings:
         log.warning("%s", w)
-
-    t_check = time.monotonic()
-    reports, notes = output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), _record_format(cfg))
-    todo = [k for k in range(plan.num_shards) if k not in reports]
-    reused = len(reports)
-    if reused:
+    t = time.monotonic()
+    reports, notes = job.output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), job.record_format)
+    if reports:
         log.info("kept %d complete shards from an earlier run (checked by %s in %.1f s); %d to build",
-                 reused, cfg.resume_check, time.monotonic() - t_check, len(todo))
+                 len(reports), cfg.resume_check, time.monotonic() - t, plan.num_shards - len(reports))
     for note in notes:
         log.warning("%s", note)
+    return reports
 
-    opts = WriteOptions(out=out, transform=cfg.transform, storage=cfg.storage, on_error=cfg.on_error,
-                        scratch_dir=cfg.scratch_dir, augment=cfg.augment, seed=cfg.seed, python=python)
 
-    def record(report) -> None:
-        output.save_report(report)
-        reports[report.index] = dataclasses.asdict(report)
+def _run(job: Job, reports: ReportSet) -> RunTimes:
+    """Build every shard not in ``reports`` on Ray; each report is stamped with the plan and saved as it lands."""
+    cfg, plan = job.cfg, job.plan
+    todo = [k for k in range(plan.num_shards) if k not in reports]
+    opts = WriteOptions(out=job.out, transform=cfg.transform, storage=cfg.storage, on_error=cfg.on_error,
+                        scratch_dir=cfg.scratch_dir, augment=cfg.augment, seed=cfg.seed, python=job.python)
+    digest = plan.digest()
+
+    def record(report: ShardReport) -> None:
+        report = dataclasses.replace(report, plan_sha256=digest)
+        job.output.save_report(report)
+        reports.add(report)
         progress.add_stage_seconds(report.seconds)
 
     ray_s = 0.0
     t_run = time.monotonic()
     with Progress(plan.num_samples, plan.num_shards, cfg.progress, cfg.log_interval_s) as progress:
-        progress.reuse(sum(r["planned"] for r in reports.values()), reused)
-        progress.skipped = sum(len(r["errors"]) for r in reports.values())
+        progress.reuse(reports.planned, len(reports))
+        progress.skipped = len(reports.skipped)
         if todo:
             with ray_session(cfg.ray) as ray_s:
                 t_run = time.monotonic()
                 progress.restart_clock()
-                failures = run_shards(_tasks(plan, listing, todo), opts, cfg.ray, progress, record)
+                failures = run_shards(_tasks(plan, job.listing, todo), opts, cfg.ray, progress, record)
             if failures:
                 first = failures[0]
                 raise JobFailedError(
                     f"{len(failures)} shard(s) failed (first: shard {first.index}: {first.message}); "
                     f"{len(reports)} of {plan.num_shards} shards are complete and kept: fix the cause and "
                     "rerun the same command to redo only the rest")
-    run_s = time.monotonic() - t_run
+    return RunTimes(todo, ray_s, time.monotonic() - t_run)
 
-    built = [reports[k] for k in todo]
-    written = sum(r["count"] for r in reports.values())
-    skipped = sum(len(r["errors"]) for r in reports.values())
-    stage_seconds = _stage_seconds(built)
-    built_images = sum(r["planned"] for r in built)
-    passthrough = sum(r.get("passthrough", 0) for r in reports.values())
-    wall = time.monotonic() - t0
-    result = ConvertResult(
-        out=out, source=listing.source_root(), images_written=written, images_skipped=skipped,
-        shards=plan.num_shards, shards_built=len(built), shards_reused=reused,
-        bytes=sum(r["bytes"] for r in reports.values()), wall_s=wall, ray_startup_s=ray_s,
-        images_per_s=built_images / run_s if built and run_s > 0 else 0.0,
-        stage_seconds=stage_seconds, warnings=list(listing.warnings), passthrough=passthrough)
 
+def _result(job: Job, reports: ReportSet, times: RunTimes, wall_s: float) -> ConvertResult:
+    built = reports.of(times.built)
+    built_images = sum(r.planned for r in built)
+    return ConvertResult(
+        out=job.out, source=job.listing.source_root(), images_written=reports.written,
+        images_skipped=len(reports.skipped), shards=job.plan.num_shards, shards_built=len(built),
+        shards_reused=len(reports) - len(built), bytes=reports.bytes, wall_s=wall_s,
+        ray_startup_s=times.ray_startup_s,
+        images_per_s=built_images / times.run_s if built and times.run_s > 0 else 0.0,
+        stage_seconds=stage_seconds(built, STAGES), warnings=list(job.listing.warnings),
+        passthrough=reports.passthrough)
+
+
+def _commit(job: Job, reports: ReportSet, result: ConvertResult) -> None:
+    """Refuse an error rate over the limit; otherwise write the manifest, the job's commit record."""
+    cfg, plan, listing = job.cfg, job.plan, job.listing
+    skipped = result.images_skipped
     if plan.num_samples and skipped / plan.num_samples > cfg.max_error_rate:
         raise JobFailedError(
             f"{skipped} of {plan.num_samples} images could not be read ({skipped / plan.num_samples:.1%}), over "
-            f"max_error_rate={cfg.max_error_rate}; see {out}/reports/*.json for the files and reasons; rerun "
+            f"max_error_rate={cfg.max_error_rate}; see {job.out}/reports/*.json for the files and reasons; rerun "
             "with a higher max_error_rate to accept them, or fix the files and rerun with overwrite=true")
+    all_stages = stage_seconds(reports, STAGES)   # every shard, earlier runs' too
+    facts = DatasetFacts(
+        classes=listing.classes, fields=_fields(cfg, reports.has_masks), shard_size=plan.shard_size,
+        library_version=__version__, record_format=job.record_format, seed=cfg.seed, rounds=plan.rounds,
+        source_kind=listing.kind, plan_sha256=plan.digest(), listing_sha256=listing.digest(),
+        identity_sha256=identity_hash(cfg.output_identity()), config=dataclasses.asdict(cfg),
+        class_counts=_class_counts(listing, plan.rounds, reports), warnings=listing.warnings)
+    stats = {"images_written": result.images_written, "images_skipped": skipped, "bytes": result.bytes,
+             "passthrough": result.passthrough, "stage_seconds": all_stages,
+             "stage_shares": stage_fractions(all_stages),
+             "last_run": {"wall_s": round(result.wall_s, 3), "ray_startup_s": round(result.ray_startup_s, 3),
+                          "images_per_s": round(result.images_per_s, 2), "shards_built": result.shards_built,
+                          "shards_reused": result.shards_reused}}
+    manifest = build_manifest(facts, [r.entry for r in reports], reports.skipped, plan.num_samples, stats)
+    write_json_atomic(job.output.manifest_path, manifest)
 
-    all_stages = _stage_seconds(reports.values())   # every shard, earlier runs' too
-    config = dataclasses.asdict(cfg)
-    identity = cfg.output_identity()
-    manifest = build_manifest(
-        config=config, identity_hash=identity_hash(identity), seed=cfg.seed, plan_hash=plan.digest(),
-        listing_hash=listing.digest(), shard_size=plan.shard_size, classes=listing.classes,
-        class_counts=_class_counts(listing, plan.rounds, list(reports.values())),
-        fields=_fields(cfg, reports.values()), reports=list(reports.values()), warnings=listing.warnings,
-        library_version=__version__, rounds=plan.rounds, source_kind=listing.kind,
-        record_format=_record_format(cfg),
-        stats={"images_written": written, "images_skipped": skipped, "bytes": result.bytes,
-               "passthrough": passthrough,
-               "stage_seconds": all_stages, "stage_shares": stage_fractions(all_stages),
-               "last_run": {"wall_s": round(wall, 3), "ray_startup_s": round(ray_s, 3),
-                            "images_per_s": round(result.images_per_s, 2), "shards_built": len(built),
-                            "shards_reused": reused}})
-    write_json_atomic(output.manifest_path, manifest)
+
+def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
+    """Run a conversion job to completion; raises before any work on a bad config or plan mismatch, or
+    when another driver is writing the same ``out``.
+    ``dataset``: an in-memory dataset object for ``source.kind=python`` instead of ``source.target``."""
+    t0 = time.monotonic()
+    job = _start(cfg, dataset)
+    os.makedirs(job.out, exist_ok=True)
+    with OutputLock(job.out):
+        job.output.prepare(job.cfg, job.listing, job.plan)
+        reports = _reuse(job)
+        times = _run(job, reports)
+        result = _result(job, reports, times, time.monotonic() - t0)
+        _commit(job, reports, result)
     return result

@@ -14,7 +14,7 @@ from typing import Iterable, Optional, Sequence
 import lmdb
 
 from lmdbshard import __version__
-from lmdbshard.format.manifest import build_manifest
+from lmdbshard.format.manifest import DatasetFacts, ShardEntry, build_manifest
 from lmdbshard.format.record import (MANIFEST_NAME, NO_LABEL, SHARD_DIR, Field, RecordHasher, encode_key,
                                      pack_record, shard_filename)
 from lmdbshard.write.atomic import write_json_atomic
@@ -38,7 +38,7 @@ def write_dataset(root: str, shards: Iterable[Sequence[Sample]], classes: Sequen
     The manifest describes the fields of the first sample; every sample must have the same names.
     """
     os.makedirs(os.path.join(root, SHARD_DIR), exist_ok=True)
-    reports, counts, names, key = [], [0] * len(classes), None, 0
+    entries, counts, names, key = [], [0] * len(classes), None, 0
     for k, samples in enumerate(shards):
         if not samples:
             raise ValueError(f"shard {k} has no samples; every shard must hold at least one")
@@ -59,19 +59,19 @@ def write_dataset(root: str, shards: Iterable[Sequence[Sample]], classes: Sequen
                 counts[s.label] += 1
             source = key + j if s.source_index is None else s.source_index
             values.append(pack_record(s.fields, label=s.label, source_index=source))
-        reports.append(_write_shard(root, rel, k, key, values))
+        entries.append(_write_shard(root, rel, k, key, values))
         key += len(values)
     if names is None:
         raise ValueError("no shards given; a dataset needs at least one shard")
-    doc = build_manifest(config=config or {}, identity_hash="", seed=0, plan_hash="", listing_hash="",
-                         shard_size=max(r["count"] for r in reports), classes=list(classes), class_counts=counts,
-                         fields=fields, reports=reports, warnings=[], stats={}, library_version=__version__)
+    facts = DatasetFacts(classes=list(classes), fields=fields, shard_size=max(e.count for e in entries),
+                         library_version=__version__, config=config or {}, class_counts=counts)
+    doc = build_manifest(facts, entries, [], key, {})
     write_json_atomic(os.path.join(root, MANIFEST_NAME), doc)
     return root
 
 
-def _write_shard(root: str, rel: str, index: int, first_key: int, values: list[bytes]) -> dict:
-    """One shard file of ``values`` under keys ``first_key...``, appended in order; its report."""
+def _write_shard(root: str, rel: str, index: int, first_key: int, values: list[bytes]) -> ShardEntry:
+    """One shard file of ``values`` under keys ``first_key...``, appended in order; its manifest entry."""
     path = os.path.join(root, rel)
     if os.path.exists(path):   # left by an earlier, unfinished write: start the file afresh
         os.remove(path)
@@ -87,5 +87,4 @@ def _write_shard(root: str, rel: str, index: int, first_key: int, values: list[b
                 hasher.update(key, value)
     finally:
         env.close()
-    return {"index": index, "file": rel, "first_key": first_key, "count": len(values), "planned": len(values),
-            "bytes": os.path.getsize(path), "sha256": hasher.hexdigest(), "errors": []}
+    return ShardEntry(index, rel, first_key, len(values), os.path.getsize(path), hasher.hexdigest())

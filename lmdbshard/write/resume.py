@@ -7,32 +7,37 @@ Layout::
                                    Datum mode a directory holding data.mdb, as Caffe and DALI open it
     out/reports/shard-000007.json  the task's report, written when its shard completes
     out/manifest.json              the index, written last and only when every shard is complete
+    out/convert.lock               held by the driver writing the folder (lock.py)
 
 A rerun reuses the saved plan; if the source listing or an output-affecting
-setting changed, it stops before any work and says what changed.
+setting changed, it stops before any work and says what changed. A shard is
+reused only when its report names this plan (``plan_sha256``). lmdbshard deletes
+only what its own records name (``owned``), and refuses a folder holding anything else.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
 
 from lmdbshard.write.config import ConvertConfig
-from lmdbshard.errors import ConfigError, FormatVersionError, PlanMismatchError
+from lmdbshard.errors import ConfigError, FormatError, FormatVersionError, PlanMismatchError
+from lmdbshard.format import names
+from lmdbshard.format.datum import label_filename
 from lmdbshard.format.record import (
     FORMAT_VERSION, MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, lmdb_data_file, shard_filename,
 )
 from lmdbshard.write.listing import Listing
 from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT
-from lmdbshard.write.atomic import remove_quietly, write_json_atomic
+from lmdbshard.write.atomic import write_json_atomic
+from lmdbshard.write.lock import LOCK_NAME
 from lmdbshard.write.plan import Plan
-from lmdbshard.write.task import ShardReport
-from lmdbshard.read.verify import ShardExpectation, check_shards
+from lmdbshard.write.report import ReportSet, ShardReport
+from lmdbshard.read.verify import check_shards, expectations
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
@@ -42,6 +47,7 @@ def identity_hash(identity: dict[str, Any]) -> str:
 @dataclass
 class OutputDir:
     root: str
+    _plan: Optional[dict] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def plan_path(self) -> str:
@@ -52,28 +58,25 @@ class OutputDir:
         return os.path.join(self.root, MANIFEST_NAME)
 
     def report_path(self, index: int) -> str:
-        return os.path.join(self.root, REPORT_DIR, shard_filename(index).replace(".lmdb", ".json"))
+        return os.path.join(self.root, REPORT_DIR, report_filename(index))
 
     def shard_path(self, index: int) -> str:
         return os.path.join(self.root, SHARD_DIR, shard_filename(index))
 
     # ------------------------------------------------------------ plan
     def prepare(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> None:
-        """Check a saved plan against this job (or refuse a foreign folder), then save the plan."""
-        os.makedirs(self.root, exist_ok=True)
-        if os.path.exists(self.plan_path):
-            if cfg.overwrite:
-                self.clear()
-            else:
-                self._check_saved_plan(cfg, listing, plan)
-        else:
-            ours = {PLAN_NAME, MANIFEST_NAME, SHARD_DIR, REPORT_DIR}
-            foreign = sorted(n for n in os.listdir(self.root) if n not in ours and not n.startswith("."))
-            if foreign:
-                raise ConfigError(f"out {self.root!r} is not empty and holds no lmdbshard plan "
-                                  f"(found {foreign[0]!r}); pass out= a new or empty directory")
-            if cfg.overwrite:
-                self.clear()
+        """Check a saved plan against this job (or clear it with overwrite=true), then save the plan.
+
+        Refuses a folder holding anything lmdbshard's own records do not name, before deleting anything."""
+        foreign = self.foreign_entry()
+        if foreign is not None:
+            raise ConfigError(f"out {self.root!r} holds {foreign!r}, which lmdbshard did not write; move it "
+                              "away or pass out= a new or empty directory (lmdbshard never deletes files it "
+                              "did not write)")
+        if cfg.overwrite:
+            self.clear()
+        elif os.path.exists(self.plan_path):
+            self._check_saved_plan(cfg, listing, plan)
         os.makedirs(os.path.join(self.root, SHARD_DIR), exist_ok=True)
         os.makedirs(os.path.join(self.root, REPORT_DIR), exist_ok=True)
         self._remove_partials()
@@ -82,7 +85,9 @@ class OutputDir:
 
     def _plan_document(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> dict:
         identity = cfg.output_identity()
-        return {
+        exact = {} if listing.kind == "python" else {
+            str(i): b for i, b in enumerate(map(names.exact_b64, listing.paths)) if b is not None}
+        return {   # file names that are not UTF-8 are written with U+FFFD (write_json_atomic, names.py)
             "format_version": FORMAT_VERSION,
             "plan_sha256": plan.digest(),
             "listing_sha256": listing.digest(),
@@ -101,19 +106,32 @@ class OutputDir:
             "sources": None if listing.kind == "python" else [
                 [p, lbl, *([listing.mask_paths[i]] if listing.mask_paths else [])]
                 for i, (p, lbl) in enumerate(zip(listing.paths, listing.labels))],
+            **({"sources_b64": exact} if exact else {}),   # source index -> exact path bytes (names.py)
         }
 
+    def source_paths(self) -> list[str]:
+        """The saved plan's source paths by source index, exactly as listed (``sources_b64`` applied)."""
+        doc = self.load_plan_document()
+        paths = [s[0] for s in doc["sources"] or []]
+        for i, b64 in doc.get("sources_b64", {}).items():
+            paths[int(i)] = names.from_b64(b64)
+        return paths
+
     def load_plan_document(self) -> dict:
-        with open(self.plan_path) as f:
-            return json.load(f)
+        """The saved plan.json, read once (it holds one entry per source: large for big datasets)."""
+        if self._plan is None:
+            with open(self.plan_path, encoding="utf-8") as f:
+                self._plan = json.load(f)
+        return self._plan
 
     def _check_saved_plan(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> None:
         saved = self.load_plan_document()
         if saved.get("format_version", 0) > FORMAT_VERSION:
             raise FormatVersionError(self.plan_path, saved["format_version"], FORMAT_VERSION)
         fix = f"rerun with overwrite=true to discard {self.root!r} and start fresh, or pass a new out="
+        identity = names.strict(cfg.output_identity())
         changed = [f"{k} changed from {saved['identity'].get(k)!r} to {v!r}"
-                   for k, v in cfg.output_identity().items() if saved["identity"].get(k) != v]
+                   for k, v in identity.items() if saved["identity"].get(k) != v]
         if changed:
             raise PlanMismatchError(f"{self.root!r} was converted with other settings: {'; '.join(changed)}; {fix}")
         if saved["listing_sha256"] != listing.digest():
@@ -121,7 +139,7 @@ class OutputDir:
                 raise PlanMismatchError(f"the python source changed since {self.root!r} was planned (its target, "
                                         f"arguments or length differ); {fix}")
             old = {s[0]: s[1] for s in saved["sources"]}
-            new = dict(zip(listing.paths, listing.labels))
+            new = dict(zip(map(names.display, listing.paths), listing.labels))
             added = sorted(set(new) - set(old))
             removed = sorted(set(old) - set(new))
             relabelled = sorted(p for p in set(old) & set(new) if old[p] != new[p])
@@ -129,7 +147,7 @@ class OutputDir:
                      (("added", added), ("removed", removed), ("relabelled", relabelled)) if v]
             raise PlanMismatchError(f"the source listing changed since {self.root!r} was planned: "
                                     f"{', '.join(parts) or 'order or classes differ'}; {fix}")
-        root = listing.source_root()
+        root = names.display(listing.source_root())
         if saved.get("source_root") not in (None, root):
             raise PlanMismatchError(f"source.root changed from {saved['source_root']!r} to {root!r} since "
                                     f"{self.root!r} was planned, and its files may differ; pass "
@@ -138,74 +156,142 @@ class OutputDir:
             raise PlanMismatchError(f"the saved plan in {self.plan_path!r} differs from the plan this version "
                                     f"computes for the same inputs; {fix}")
 
+    # ------------------------------------------------------------ what is ours
+    def owned(self) -> set[str]:
+        """Paths (relative to the root, '/' separators) that lmdbshard's records here name: the plan, the
+        manifest, the lock, and the reports and shard files of every shard the plan or a record names."""
+        own = {PLAN_NAME, MANIFEST_NAME, LOCK_NAME, SHARD_DIR, REPORT_DIR}
+        indices: set[int] = set()
+        files: set[str] = set()
+        for load in (self.load_plan_document, self._load_manifest_document):
+            try:
+                doc = load()
+            except (OSError, ValueError):
+                continue
+            if isinstance(doc, dict) and type(doc.get("num_shards")) is int:
+                indices.update(range(doc["num_shards"]))
+            for entry in doc.get("shards", []) if isinstance(doc, dict) else []:
+                if isinstance(entry, dict) and type(entry.get("index")) is int:
+                    indices.add(entry["index"])
+                    files.update(f for f in (entry.get("file"), entry.get("label_file")) if isinstance(f, str))
+        for k in indices:
+            own.add(f"{REPORT_DIR}/{report_filename(k)}")
+            own.add(f"{SHARD_DIR}/{shard_filename(k)}")
+            own.add(f"{SHARD_DIR}/{label_filename(shard_filename(k))}")
+            try:
+                report = ShardReport.load(self.report_path(k))
+            except (OSError, FormatError):
+                continue
+            files.update(f for f in (report.entry.file, report.entry.label_file) if f)
+        return own | {os.path.normpath(f).replace(os.sep, "/") for f in files}
+
+    def _load_manifest_document(self) -> Any:
+        with open(self.manifest_path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def _entries(self) -> list[str]:
+        """Everything in the root and in its shards/ and reports/ folders, relative, '/' separators."""
+        found = []
+        for folder in ("", SHARD_DIR, REPORT_DIR):
+            path = os.path.join(self.root, folder)
+            if folder and not os.path.isdir(path) or not os.path.exists(path):
+                continue
+            found += [f"{folder}/{n}" if folder else n for n in sorted(os.listdir(path))]
+        return found
+
+    @staticmethod
+    def _scratchy(rel: str) -> bool:
+        """Leftovers of an interrupted write: ``*.partial`` files and moved-aside stale locks."""
+        name = rel.rsplit("/", 1)[-1]
+        return name.endswith(PARTIAL_SUFFIX) or name.startswith(f"{LOCK_NAME}.stale.")
+
+    def foreign_entry(self) -> str | None:
+        """The first path here that lmdbshard's records do not name, or None."""
+        if not os.path.isdir(self.root):
+            return None
+        own = self.owned()
+        for rel in self._entries():
+            if rel not in own and not self._scratchy(rel):
+                return rel
+        return None
+
     def clear(self) -> None:
-        """Remove what a conversion wrote here (and nothing else)."""
-        for name in (MANIFEST_NAME, PLAN_NAME):
-            remove_quietly(os.path.join(self.root, name))
-        for name in (SHARD_DIR, REPORT_DIR):
-            shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+        """Remove what lmdbshard's records here name (and ``*.partial``), keeping our lock; nothing else."""
+        own = self.owned() - {LOCK_NAME, SHARD_DIR, REPORT_DIR}
+        for rel in self._entries():
+            if rel in own or self._scratchy(rel):
+                _remove(os.path.join(self.root, rel))
+        self._plan = None
 
     def _remove_partials(self) -> None:
-        for folder in (SHARD_DIR, REPORT_DIR, "."):
-            path = os.path.join(self.root, folder)
-            for name in os.listdir(path):
-                if name.endswith(PARTIAL_SUFFIX):
-                    if os.path.isdir(os.path.join(path, name)):   # a shard directory being published
-                        shutil.rmtree(os.path.join(path, name))
-                    else:
-                        os.remove(os.path.join(path, name))
+        for rel in self._entries():
+            if self._scratchy(rel):
+                _remove(os.path.join(self.root, rel))
 
     # ------------------------------------------------------------ reports
     def save_report(self, report: ShardReport) -> None:
-        write_json_atomic(self.report_path(report.index), dataclasses.asdict(report))
+        write_json_atomic(self.report_path(report.index), report.to_json())
 
-    def saved_report(self, index: int, planned: int, record_format: str = RECORD_FORMAT) -> dict | None:
-        """The saved report of shard ``index`` if its LMDB is there, in the layout of ``record_format``
-        (a directory in Caffe Datum mode, a file otherwise), with the reported size."""
-        path = self.shard_path(index)
-        if os.path.isdir(path) != (record_format == DATUM_FORMAT):
+    def saved_report(self, index: int, planned: int, plan_sha256: str,
+                     record_format: str = RECORD_FORMAT) -> ShardReport | None:
+        """The saved report of shard ``index`` if it was built for this plan and its files have the reported
+        sizes, in the layout of ``record_format`` (a directory in Caffe Datum mode, a file otherwise)."""
+        if os.path.isdir(self.shard_path(index)) != (record_format == DATUM_FORMAT):
             return None
         try:
-            with open(self.report_path(index)) as f:
-                report = json.load(f)
-            size = os.path.getsize(lmdb_data_file(path))
-        except (OSError, ValueError):
-            return None
-        if report.get("index") != index or report.get("planned") != planned or report.get("bytes") != size:
-            return None
-        if report.get("label_file"):
-            try:
-                label_path = os.path.join(self.root, report["label_file"])
-                if os.path.getsize(lmdb_data_file(label_path)) != report.get("label_bytes"):
-                    return None
-            except OSError:
+            report = ShardReport.load(self.report_path(index))
+            entry = report.entry
+            if (entry.index, report.planned, report.plan_sha256) != (index, planned, plan_sha256):
                 return None
+            if _size(os.path.join(self.root, entry.file)) != entry.bytes:
+                return None
+            if entry.label_file and _size(os.path.join(self.root, entry.label_file)) != entry.label_bytes:
+                return None
+        except (OSError, FormatError):
+            return None
         return report
 
     def complete_shards(self, plan: Plan, check: str = "checksum", rebuild: Iterable[int] = (),
-                        record_format: str = RECORD_FORMAT) -> tuple[dict[int, dict], list[str]]:
+                        record_format: str = RECORD_FORMAT) -> tuple[ReportSet, list[str]]:
         """Reports of the shards a rerun may keep, and why others are redone.
 
-        A shard is kept when its report and file are there and, unless ``check`` is
+        A shard is kept when its report names this plan and its file is there and, unless ``check`` is
         ``size``, it passes ``verify.check_shard`` (``full`` also decodes every record).
         Shards in ``rebuild`` are never kept.
         """
         rebuild = set(rebuild)
-        kept = {}
+        kept = ReportSet()
+        digest = plan.digest()
         for k in range(plan.num_shards):
             start, stop = plan.shard_range(k)
-            report = None if k in rebuild else self.saved_report(k, stop - start, record_format)
+            report = None if k in rebuild else self.saved_report(k, stop - start, digest, record_format)
             if report is not None:
-                kept[k] = report
+                kept.add(report)
         notes = [f"shard {k} is rebuilt on request (rebuild=...)" for k in sorted(rebuild)]
         if check != "size" and kept:
-            expectations = [ShardExpectation(k, self.shard_path(k), r["first_key"], r["count"], r["sha256"],
-                                             record_format) for k, r in kept.items()]
-            expectations += [ShardExpectation(k, os.path.join(self.root, r["label_file"]), r["first_key"], r["count"],
-                                              r["label_sha256"], record_format)
-                             for k, r in kept.items() if r.get("label_file")]
-            _, problems = check_shards(expectations, decode=check == "full")
+            shards, labels = expectations(self.root, [r.entry for r in kept], record_format)
+            _, problems = check_shards(shards + labels, decode=check == "full")
             for p in problems:
-                if kept.pop(p.shard, None) is not None:
+                if kept.reports.pop(p.shard, None) is not None:
                     notes.append(f"shard {p.shard} failed its {check} check and is rebuilt: {p.message}")
         return kept, notes
+
+
+def report_filename(index: int) -> str:
+    return shard_filename(index).replace(".lmdb", ".json")
+
+
+def _size(path: str) -> int:
+    """Bytes of a shard's LMDB data: the file, or ``data.mdb`` of a shard directory (a ``lock.mdb`` that
+    Caffe may create beside it does not count)."""
+    return os.path.getsize(lmdb_data_file(path))
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass

@@ -22,6 +22,8 @@ from lmdbshard.write.config import AugmentConfig, StorageConfig, TransformConfig
 from lmdbshard.errors import SampleError
 from lmdbshard.write.pipeline import process
 from lmdbshard.write.reading import prefetched
+from lmdbshard.write.report import ShardReport
+from lmdbshard.format.manifest import ShardEntry, Skipped
 from lmdbshard.write.sources.python import PythonSource
 
 STAGES = ("read", "decode", "transform", "augment", "encode", "write")
@@ -63,32 +65,11 @@ class WriteOptions:
     python: Optional[PythonSource] = None   # python sources: each task builds (or unpickles) the dataset
 
 
-@dataclass
-class ShardReport:
-    """What a finished shard task reports; persisted as JSON and summarised in the manifest."""
-
-    index: int
-    file: str            # relative to the output root
-    first_key: int
-    count: int           # records written; keys are first_key .. first_key+count-1, dense
-    planned: int
-    bytes: int
-    sha256: str          # records checksum, see docs/FORMAT.md
-    errors: list[dict] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    passthrough: int = 0          # records that store the source file's bytes unchanged
-    masks: int = 0                # records with a mask
-    label_counts: dict[str, int] = field(default_factory=dict)   # records per label ("-1": none)
-    label_file: Optional[str] = None      # dual LMDB (Datum mode with masks): same keys, the masks
-    label_bytes: int = 0
-    label_sha256: Optional[str] = None
-
-
 def write_shard(task: ShardTask, opts: WriteOptions,
                 progress: Optional[Callable[[int, int], None]] = None) -> ShardReport:
     """Write one shard; call ``progress(shard_index, done)`` now and then. Returns its report."""
     seconds = dict.fromkeys(STAGES, 0.0)
-    errors: list[dict] = []
+    errors: list[Skipped] = []
     counts: dict[str, int] = {}
     passthrough = masks = 0
     scratch = scratch_dir(task.index, opts.scratch_dir)
@@ -107,8 +88,8 @@ def write_shard(task: ShardTask, opts: WriteOptions,
             except SampleError as exc:
                 if opts.on_error == "fail":
                     raise
-                errors.append({"position": task.first_key + done - 1, "source_index": item.source_index,
-                               "round": item.round, "path": item.path, "reason": exc.reason})
+                errors.append(Skipped(task.index, task.first_key + done - 1, item.source_index, item.round,
+                                      item.path, exc.reason))
                 continue
             output.add(encoded.value, encoded.label_value, seconds)
             counts[str(encoded.label)] = counts.get(str(encoded.label), 0) + 1
@@ -126,7 +107,7 @@ def write_shard(task: ShardTask, opts: WriteOptions,
         if output is not None:
             output.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    return ShardReport(task.index, rel, task.first_key, output.count, len(task.items), size,
-                       output.hashers[0].hexdigest(), errors, {k: round(v, 6) for k, v in seconds.items()},
-                       passthrough, masks, dict(sorted(counts.items())), label_rel, label_size,
-                       output.hashers[1].hexdigest() if label_rel else None)
+    entry = ShardEntry(task.index, rel, task.first_key, output.count, size, output.hashers[0].hexdigest(),
+                       label_rel, label_size, output.hashers[1].hexdigest() if label_rel else None)
+    return ShardReport(entry, len(task.items), errors, {k: round(v, 6) for k, v in seconds.items()},
+                       passthrough, masks, dict(sorted(counts.items())))

@@ -22,11 +22,11 @@ import lmdb
 from lmdbshard.write.atomic import disk_full_message, free_bytes, is_disk_full, publishing, publishing_dir
 from lmdbshard.format.datum import label_filename
 from lmdbshard.errors import DiskFullError, ShardError
-from lmdbshard.format.record import LMDB_DATA_FILE, RecordHasher, encode_key, shard_filename
+from lmdbshard.format.record import LMDB_DATA_FILE, SHARD_DIR, RecordHasher, encode_key, shard_filename
 
 BATCH_BYTES = 32 << 20     # one write transaction holds about this much
 BATCH_RECORDS = 4096
-INITIAL_MAP = 256 << 20    # grows by doubling on MapFullError
+INITIAL_MAP = 64 << 30     # address space only (no writemap); doubles on MapFullError, which no real shard meets
 
 
 class ShardBuilder:
@@ -35,11 +35,21 @@ class ShardBuilder:
     No ``writemap``: with it, a full disk kills the process with SIGBUS when a page of
     the sparse map is touched; without it, LMDB reports a write error that becomes a
     clear message. It costs about 0.5 ms per 1,000 records (measured), a rounding error.
+
+    Reproducible bytes: the published file is a function of the records alone (docs/FORMAT.md,
+    "Reproducible files"). ``meminit=True`` zeroes the unused parts of new pages, which would
+    otherwise carry whatever the worker's heap held into the file; the batching (BATCH_BYTES,
+    BATCH_RECORDS) is fixed, since where transactions end decides which stale bytes the page
+    gaps keep; the map starts large enough never to grow (a transaction aborted on
+    ``MapFullError`` leaves pages in LMDB's page cache whose stale bytes end up in later page
+    gaps, so a shard that grew its map differs from one that did not); and the map size LMDB
+    writes into the copy's meta page is set to the pages in use, not to the 64 GiB reservation
+    (a C reader such as Caffe maps the size the meta page names).
     """
 
     def __init__(self, index: int, path: str, map_size: int, planned: int):
         self.index, self.path, self.planned = index, path, planned
-        self.env = lmdb.open(path, subdir=False, map_size=map_size, meminit=False, metasync=False,
+        self.env = lmdb.open(path, subdir=False, map_size=map_size, meminit=True, metasync=False,
                              sync=False, lock=False, max_dbs=0)
         self.bytes_in = self.records = 0
 
@@ -70,6 +80,7 @@ class ShardBuilder:
         folder = os.path.dirname(final)
         os.makedirs(folder, exist_ok=True)
         try:
+            self.env.set_mapsize(self.used_bytes())   # the copy's meta records it: one value for one set of records
             with publishing_dir(final, LMDB_DATA_FILE) if directory else publishing(final) as fd:
                 self.env.copyfd(fd, compact=True)
         except (lmdb.Error, OSError) as exc:
@@ -131,10 +142,10 @@ class ShardOutput:
     def publish(self, out: str) -> tuple[str, int, Optional[str], int]:
         """(file, bytes, label file or None, its bytes), relative to ``out``."""
         self.flush()
-        rel = f"shards/{shard_filename(self.index)}"
+        rel = f"{SHARD_DIR}/{shard_filename(self.index)}"
         label_rel, label_size = None, 0
         if self.labels is not None:   # the companion first: the main file's presence marks the shard done
-            label_rel = f"shards/{label_filename(shard_filename(self.index))}"
+            label_rel = f"{SHARD_DIR}/{label_filename(shard_filename(self.index))}"
             label_size = self.labels.publish(os.path.join(out, label_rel), self.directories)
         return rel, self.main.publish(os.path.join(out, rel), self.directories), label_rel, label_size
 
