@@ -85,6 +85,7 @@ def test_error_rate_over_the_limit_exits_non_zero_in_one_line(tmp_path):
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
+@pytest.mark.ray   # the job starts its own Ray cluster
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "jobs", "convert.py"), "--config-name", "demo",
                              f"source.root={tmp_path / 'demo'}", "demo.per_class=60", f"out={tmp_path / 'out'}",
