@@ -20,6 +20,7 @@ ROWS = ["bare chain, multiprocessing.Pool(1)", "lmdbshard, 1 Ray worker", "bare 
         "ShardStream, jpeg decoded", "ImageFolder-style", "ShardedDataset(root) over 20 shards"]
 
 
+@pytest.mark.ray   # the job starts its own Ray cluster
 def test_bench_job_prints_every_row_and_target(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

@@ -7,17 +7,15 @@ import os
 import subprocess
 import sys
 
-import lmdb
 import numpy as np
 import pytest
 from PIL import Image
 
 from lmdbshard import convert
-from lmdbshard.write.atomic import write_json_atomic
-from lmdbshard.format.record import SHARD_DIR, Field, encode_key, pack_record, shard_filename
-from lmdbshard.format.manifest import DatasetFacts, ShardEntry, build_manifest
+from lmdbshard.format.record import Field
+from lmdbshard.write.direct import Sample, write_dataset
 
-from conftest import job, make_tree
+from helpers import job, make_tree
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "lmdbshard")
 COMMANDS = ["verify", "info", "len", "preview", "stats", "bench-read"]
@@ -131,23 +129,12 @@ def test_preview_refuses_unknown_class_and_missing_folder(demo_out, tmp_path):
 
 def test_preview_overlays_masks(tmp_path):
     """A hand-built dataset of flat grey images whose records carry a ``mask`` field."""
-    root = tmp_path / "masked"
-    (root / "shards").mkdir(parents=True)
-    env = lmdb.open(str(root / "shards" / shard_filename(0)), subdir=False, map_size=1 << 24, lock=False)
-    with env.begin(write=True) as txn:
-        for i in range(4):
-            image = np.full((40, 60, 3), 128, np.uint8)
-            mask = np.zeros((40, 60), np.uint8)
-            mask[10:30, 20:40] = 1
-            txn.put(encode_key(i), pack_record([Field("image", "raw", image.tobytes(), image.shape, "uint8", "HWC"),
-                                                Field("mask", "raw", mask.tobytes(), mask.shape, "uint8", "none")],
-                                               label=i % 2, source_index=i))
-    env.close()
-    size = os.path.getsize(root / "shards" / shard_filename(0))
-    entry = ShardEntry(0, f"{SHARD_DIR}/{shard_filename(0)}", 0, 4, size, "0" * 64)
-    facts = DatasetFacts(classes=["a", "b"], class_counts=[2, 2], shard_size=4, library_version="test",
-                         fields=[{"name": "image", "encoding": "raw", "dtype": "uint8", "layout": "HWC"}])
-    write_json_atomic(str(root / "manifest.json"), build_manifest(facts, [entry], [], 4, {}))
+    image = np.full((40, 60, 3), 128, np.uint8)
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:30, 20:40] = 1
+    fields = [Field("image", "raw", image.tobytes(), image.shape, "uint8", "HWC"),
+              Field("mask", "raw", mask.tobytes(), mask.shape, "uint8", "none")]
+    root = write_dataset(str(tmp_path / "masked"), [[Sample(fields, label=i % 2) for i in range(4)]], ["a", "b"])
     cli("preview", root, "-o", tmp_path / "m.png", "--n", 4)
     arr = png(tmp_path / "m.png").astype(int)
     reddish = (arr[..., 0] - arr[..., 1] > 60) & (arr[..., 0] - arr[..., 2] > 60)

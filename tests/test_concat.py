@@ -10,7 +10,7 @@ import pytest
 
 from lmdbshard import ClassMismatchError, ShardedDataset, convert
 
-from conftest import job, make_tree
+from helpers import job, make_tree
 
 
 @pytest.fixture(scope="module")

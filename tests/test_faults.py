@@ -23,9 +23,8 @@ import pytest
 from lmdbshard import convert
 from lmdbshard.read.verify import verify
 
-from conftest import job, make_tree
+from helpers import job, make_tree, stored_items
 from faults import FifoImage, env_with_tests, held_source, readers_of, start_driver, wait_for
-from test_convert import stored_items
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 HELD = "dog/img_03.jpg"
@@ -108,7 +107,7 @@ CLUSTER_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import ray
     from ray.cluster_utils import Cluster
-    from conftest import job
+    from helpers import job
     from faults import FifoImage, held_source, readers_of, wait_for
     from lmdbshard import RayConfig, convert
 

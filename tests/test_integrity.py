@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import lmdbfaults
-from conftest import job, make_tree
+from helpers import job, make_tree
 
 from lmdbshard import RayConfig, ShardedDataset, ShardError, StorageConfig, TransformConfig, convert, verify
 from lmdbshard.read.envs import registry

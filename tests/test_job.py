@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import make_tree
+from helpers import make_tree
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -17,6 +17,7 @@ def run_job(*overrides, config="imagenet"):
                            *overrides], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+@pytest.mark.ray   # the job starts its own Ray cluster
 def test_job_converts_and_prints_summary(tmp_path):
     tree = make_tree(str(tmp_path / "src"), per_class=4)
     out = tmp_path / "out"
@@ -73,6 +74,7 @@ def test_help_explains_usage_and_lists_every_config_and_group():
     assert "benchmark" not in proc.stdout and "schema" not in proc.stdout
 
 
+@pytest.mark.ray   # the job starts its own Ray cluster
 def test_error_rate_over_the_limit_exits_non_zero_in_one_line(tmp_path):
     tree = make_tree(str(tmp_path / "src"), per_class=2)
     (tmp_path / "src" / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
@@ -83,6 +85,7 @@ def test_error_rate_over_the_limit_exits_non_zero_in_one_line(tmp_path):
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
+@pytest.mark.ray   # the job starts its own Ray cluster
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "jobs", "convert.py"), "--config-name", "demo",
                              f"source.root={tmp_path / 'demo'}", "demo.per_class=60", f"out={tmp_path / 'out'}",

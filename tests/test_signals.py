@@ -21,7 +21,7 @@ import pytest
 from lmdbshard.read.dataset import ShardedDataset
 from lmdbshard.read.verify import verify
 
-from conftest import make_tree
+from helpers import make_tree
 from faults import FifoImage, readers_of, session_processes, start_driver, wait_for
 
 HELD = "dog/img_03.jpg"

@@ -11,6 +11,12 @@ the limit on this machine, with every target reported as PASS or MISS.
 """
 
 from lmdbshard.benchmark.config import BenchConfig
-from lmdbshard.benchmark.run import run_bench
 
 __all__ = ["BenchConfig", "run_bench"]
+
+
+def run_bench(*args, **kwargs):
+    """See :func:`lmdbshard.benchmark.run.run_bench`. Imported on call: the conversion job's schema
+    imports ``BenchConfig`` from here, and must not pay for torch (``ShardStream``) on every start."""
+    from lmdbshard.benchmark.run import run_bench as _run_bench
+    return _run_bench(*args, **kwargs)
