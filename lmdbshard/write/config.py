@@ -119,7 +119,8 @@ class RayConfig:
     address: Optional[str] = None
     num_cpus: Optional[int] = None         # local cluster size; None uses every core
     cpus_per_task: float = 1.0
-    max_in_flight: Optional[int] = None    # shard tasks submitted at once; None: 2 x cluster CPUs
+    max_in_flight: Optional[int] = None    # work units submitted at once; None: 2 x cluster CPUs
+    unit_size: int = 64                    # items per work unit (a shard's units run on any CPUs); 0: one task per shard
     max_retries: int = 3                   # retries of a shard task whose worker or node died
 
 
@@ -167,6 +168,7 @@ class ConvertConfig:
         _check(not (self.storage.encoding == "passthrough" and self.source.kind == "python"),
                "storage.encoding=passthrough needs source files, and a python source has none; "
                "use storage.encoding=jpeg, png or raw")
+        _check(self.ray.unit_size >= 0, f"ray.unit_size must be >= 0 (0: one task per shard), got {self.ray.unit_size!r}")
         _check(self.ray.cpus_per_task > 0, f"ray.cpus_per_task must be > 0, got {self.ray.cpus_per_task!r}")
         for name in ("num_cpus", "max_in_flight"):
             value = getattr(self.ray, name)

@@ -18,7 +18,7 @@ import stat
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
 from lmdbshard.errors import SampleError
 from lmdbshard.write.listing import UNLISTED, unlisted_reason
@@ -93,10 +93,10 @@ def _read(root: str, item: ShardItem, limit: int) -> tuple[tuple | None, SampleE
         return None, SampleError(item.path, f"cannot read: {type(exc).__name__}: {exc}"), time.perf_counter() - t
 
 
-def _fetched(task: ShardTask, python: PythonSource) -> Iterator[tuple[ShardItem, object, SampleError | None, float]]:
+def _fetched(items: Iterable[ShardItem], python: PythonSource) -> Iterator[tuple[ShardItem, object, SampleError | None, float]]:
     """A python source's items in item order: the task builds the dataset and indexes it."""
     dataset = python.open()
-    for item in task.items:
+    for item in items:
         t = time.perf_counter()
         try:
             value, error = dataset[item.source_index], None
@@ -116,16 +116,18 @@ def _buffered(window: deque) -> int:
     return total
 
 
-def prefetched(task: ShardTask, python: Optional[PythonSource],
-                limit: int) -> Iterator[tuple[ShardItem, object, SampleError | None, float]]:
-    """File contents in item order, read by a few threads ahead of the decoder (or a python source's items).
-    Reading ahead stops at PREFETCH files or PREFETCH_BYTES waiting, so large files cannot pile up."""
+def prefetched(task: ShardTask, python: Optional[PythonSource], limit: int,
+               items: Optional[Iterable[ShardItem]] = None) -> Iterator[tuple[ShardItem, object, SampleError | None, float]]:
+    """File contents in item order (``items``, by default the task's), read by a few threads ahead of the
+    decoder (or a python source's items). Reading ahead stops at PREFETCH files or PREFETCH_BYTES waiting,
+    so large files cannot pile up."""
+    items = task.items if items is None else items
     if python is not None:
-        yield from _fetched(task, python)
+        yield from _fetched(items, python)
         return
     with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="lmdbshard-read") as pool:
         window: deque = deque()
-        items = iter(task.items)
+        items = iter(items)
 
         def refill() -> None:
             while len(window) < PREFETCH and _buffered(window) < PREFETCH_BYTES:

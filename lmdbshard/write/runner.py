@@ -1,8 +1,11 @@
 """Running shard tasks on Ray: the only module that talks to Ray.
 
-One task per shard, a bounded number in flight, retries on worker or node death
-(Ray's ``max_retries``), per-image progress through a small actor, reports handed
-to the caller as each shard finishes so nothing done is lost if the driver dies.
+Each shard is cut into work units (``ray.unit_size`` items) that run on any CPUs and return their
+values through the object store, and one light writer task per shard appends them in order and
+publishes the file: every CPU works whatever the shard count, also at the end of a job, while a
+shard is still committed whole. A bounded number of units in flight and of shards open, retries on
+worker or node death (Ray's ``max_retries``), per-image progress through a small actor, reports
+handed to the caller as each shard finishes so nothing done is lost if the driver dies.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from lmdbshard.write.config import RayConfig
 from lmdbshard.write.interrupt import STOP, caught_signals, descendants, is_running
 from lmdbshard.write.progress import Progress, plural
-from lmdbshard.write.task import ShardReport, ShardTask, WriteOptions, write_shard
+from lmdbshard.write.task import (ShardReport, ShardTask, UnitResult, WriteOptions, encode_unit, unit_ranges,
+                                  write_shard, write_units)
 from lmdbshard.write.writer import remove_dead_scratch
 
 log = logging.getLogger("lmdbshard")
@@ -147,9 +151,10 @@ def _new_board():
 TASK_PROGRESS_S = 2.0
 
 
-def _run_one(task: ShardTask, opts: WriteOptions, board, job: str) -> ShardReport:
+def _board_reporter(board, job: str) -> Optional[Callable[[int, int], None]]:
+    """``progress(shard, done)`` for a task: at most one actor call per TASK_PROGRESS_S, and the last."""
     if board is None:
-        return write_shard(task, opts)
+        return None
     last = time.monotonic()
 
     def report(k: int, n: int) -> None:
@@ -158,7 +163,24 @@ def _run_one(task: ShardTask, opts: WriteOptions, board, job: str) -> ShardRepor
             last = time.monotonic()
             board.set.remote(job, k, n)
 
-    return write_shard(task, opts, progress=report)
+    return report
+
+
+def _run_one(task: ShardTask, opts: WriteOptions, board, job: str) -> ShardReport:
+    """A whole shard in one task: a shard of one work unit, or ``ray.unit_size=0``."""
+    return write_shard(task, opts, progress=_board_reporter(board, job), unit_size=len(task.items) or 1)
+
+
+def _encode_unit(task: ShardTask, start: int, stop: int, opts: WriteOptions) -> UnitResult:
+    """One work unit: its values go back through the object store to the shard's writer."""
+    return encode_unit(task, start, stop, opts)
+
+
+def _write_units(task: ShardTask, opts: WriteOptions, units: list, board, job: str) -> ShardReport:
+    """A shard's writer: waits for its units in offset order, appends their values, publishes the file.
+    ``units`` is ``[[ref, ...]]``: refs inside a list reach the task as refs, not as values."""
+    results = (ray.get(ref) for ref in units[0])
+    return write_units(task, opts, results, progress=_board_reporter(board, job))
 
 
 @dataclass
@@ -167,20 +189,55 @@ class ShardFailure:
     message: str
 
 
+@dataclass
+class _Shard:
+    """A shard being built: its units (refs; for a whole-shard task, that task) and its writer."""
+
+    task: ShardTask
+    units: list
+    writer: object
+
+
+class _Submitter:
+    """Opens shards (their unit tasks and writer) while CPUs would otherwise idle, within the bounds:
+    at most ``limit`` work units unfinished, and at most enough shards open to feed them plus one
+    (a unit's values wait in the object store until its shard is published)."""
+
+    def __init__(self, opts: WriteOptions, cfg: RayConfig, limit: int):
+        common = dict(max_retries=cfg.max_retries, retry_exceptions=False)
+        self.whole = ray.remote(_run_one).options(num_cpus=cfg.cpus_per_task, **common)
+        self.unit = ray.remote(_encode_unit).options(num_cpus=cfg.cpus_per_task, **common)
+        self.writer = ray.remote(_write_units).options(num_cpus=0, **common)
+        self.opts_ref, self.unit_size, self.limit = ray.put(opts), cfg.unit_size, limit
+        self.max_open = limit + 1
+
+    def open(self, task: ShardTask, board, job: str) -> _Shard:
+        ranges = unit_ranges(len(task.items), self.unit_size) if self.unit_size else [(0, len(task.items))]
+        self.max_open = max(2, -(-self.limit // len(ranges)) + 1)
+        if len(ranges) == 1:
+            ref = self.whole.remote(task, self.opts_ref, board, job)
+            return _Shard(task, [ref], ref)
+        task_ref = ray.put(task)   # pickled once for all of the shard's units
+        units = [self.unit.remote(task_ref, a, b, self.opts_ref) for a, b in ranges]
+        return _Shard(task, units, self.writer.remote(task_ref, self.opts_ref, [units], board, job))
+
+
 def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, progress: Progress,
                on_report: Callable[[ShardReport], None]) -> list[ShardFailure]:
-    """Run every task; call ``on_report`` as each shard completes. Stops submitting after a failure."""
-    remote = ray.remote(_run_one).options(num_cpus=cfg.cpus_per_task, max_retries=cfg.max_retries,
-                                          retry_exceptions=False)
+    """Run every task; call ``on_report`` as each shard completes. Stops submitting after a failure.
+
+    A shard is cut into work units of ``cfg.unit_size`` items, which run on any CPUs, and one light
+    writer task (no CPU reserved) appends their values in order and publishes the shard."""
     cpus = ray.cluster_resources().get("CPU", 1.0)
     limit = cfg.max_in_flight or max(1, int(2 * cpus / cfg.cpus_per_task))
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     log.info("Ray cluster: %s, %s; up to %s in flight, %g CPU each", plural(nodes, "node"),
-             plural(cpus, "CPU"), plural(limit, "shard task"), cfg.cpus_per_task)
+             plural(cpus, "CPU"), plural(limit, "work unit"), cfg.cpus_per_task)
     board = _new_board() if progress.mode != "none" else None   # nothing shows per-image progress
     job = uuid.uuid4().hex
-    opts_ref = ray.put(opts)
-    in_flight: dict[ray.ObjectRef, ShardTask] = {}
+    submit = _Submitter(opts, cfg, limit)
+    shards: dict[object, _Shard] = {}   # writer ref -> its shard
+    running: set = set()                # unit refs not yet finished
     failures: list[ShardFailure] = []
     finished_images, skipped = progress.done, progress.skipped
     shards_done = progress.shards_done
@@ -191,23 +248,29 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
         try:
             while True:
                 STOP.check(f"{shards_done} of {plural(progress.shards, 'shard')} complete and kept")
-                while not failures and len(in_flight) < limit:
+                while not failures and len(running) < limit and len(shards) < submit.max_open:
                     task = next(tasks, None)
                     if task is None:
                         break
-                    in_flight[remote.remote(task, opts_ref, board, job)] = task
-                if not in_flight:
+                    shard = submit.open(task, board, job)
+                    shards[shard.writer] = shard
+                    running.update(shard.units)
+                if not shards:
                     break
-                # Back as soon as one shard is done, so the next is submitted at once (max_in_flight may equal
-                # the worker count); at least every 0.5 s for the progress display.
-                ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5, fetch_local=False)
+                # Back as soon as a unit or a shard is done, so that the next is submitted at once; at least
+                # every 0.5 s for the progress display.
+                ready, _ = ray.wait(list(running | shards.keys()), num_returns=1, timeout=0.5, fetch_local=False)
                 for ref in ready:
-                    task = in_flight.pop(ref)
+                    running.discard(ref)
+                    shard = shards.pop(ref, None)
+                    if shard is None:
+                        continue   # a unit: its writer fetches it
+                    running.difference_update(shard.units)
                     try:
                         report: ShardReport = ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        failures.append(ShardFailure(task.index, _reason(exc)))
-                        log.error("shard %d failed: %s", task.index, failures[-1].message)
+                        failures.append(ShardFailure(shard.task.index, _reason(exc)))
+                        log.error("shard %d failed: %s", shard.task.index, failures[-1].message)
                         continue
                     on_report(report)
                     finished_images += report.planned
@@ -225,11 +288,11 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
                     snapshot_ref = None
                 if snapshot_ref is None and time.monotonic() - last_snapshot >= TASK_PROGRESS_S:
                     snapshot_ref, last_snapshot = board.snapshot.remote(job), time.monotonic()
-                running_ids = {t.index for t in in_flight.values()}
-                running = sum(n for k, n in partial.items() if k in running_ids)
-                progress.update(finished_images + running, shards_done, skipped, len(failures))
+                running_ids = {s.task.index for s in shards.values()}
+                in_progress = sum(n for k, n in partial.items() if k in running_ids)
+                progress.update(finished_images + in_progress, shards_done, skipped, len(failures))
         except BaseException:
-            _cancel(list(in_flight))
+            _cancel(list(running | shards.keys()))
             raise
         finally:
             progress.stop_clock()
@@ -254,6 +317,8 @@ def _cancel(refs: list) -> None:
 def _reason(exc: BaseException) -> str:
     """One line for a failed task: the original exception's message when there is one."""
     cause = getattr(exc, "cause", None)
+    while isinstance(cause, ray.exceptions.RayTaskError) and getattr(cause, "cause", None) is not None:
+        cause = cause.cause   # a unit's failure, as its shard's writer met it
     if cause is not None and not isinstance(cause, ray.exceptions.RayError):
         return f"{type(cause).__name__}: {cause}"
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]

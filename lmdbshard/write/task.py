@@ -1,5 +1,12 @@
 """Writing one shard: read, decode, transform, augment, encode, append to LMDB, publish atomically.
 
+The work is split in two so that several CPUs can serve one shard: ``encode_unit`` turns the items
+at offsets ``[start, stop)`` of a shard into their LMDB values (a work unit, any worker can run it),
+and ``write_units`` appends the units' values in key order and publishes the file (the shard stays
+the unit of commit). The values, their order and the transaction batching do not depend on how
+the shard was cut into units, so the file's bytes do not either. ``write_shard`` does both in one
+process, unit after unit.
+
 The per-sample work (decode, transform, augment, encode) is ``pipeline.process``, reading the inputs
 (files, or a python dataset's items) is ``reading.prefetched``; this module appends the values in key
 order and publishes the file, plus the dual LMDB ``*-label.lmdb`` of Caffe Datum mode with masks.
@@ -15,11 +22,11 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from lmdbshard.write.writer import INITIAL_MAP, ShardOutput, scratch_dir
 from lmdbshard.write.config import AugmentConfig, StorageConfig, TransformConfig
-from lmdbshard.errors import SampleError
+from lmdbshard.errors import SampleError, ShardError
 from lmdbshard.write.pipeline import process
 from lmdbshard.write.reading import prefetched
 from lmdbshard.write.report import ShardReport
@@ -49,6 +56,10 @@ class ShardTask:
     source_root: str
     items: tuple[ShardItem, ...]
 
+    def item_range(self, start: int, stop: int) -> tuple[ShardItem, ...]:
+        """The items at offsets ``[start, stop)`` of the shard."""
+        return self.items[start:stop]
+
 
 @dataclass(frozen=True)
 class WriteOptions:
@@ -65,49 +76,115 @@ class WriteOptions:
     python: Optional[PythonSource] = None   # python sources: each task builds (or unpickles) the dataset
 
 
-def write_shard(task: ShardTask, opts: WriteOptions,
+#: Items per work unit when a shard is cut into units; see ``unit_ranges``.
+UNIT_ITEMS = 64
+
+
+def unit_ranges(count: int, unit_size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` offsets cutting ``count`` items into units of at most ``unit_size``, of near
+    equal size (100 items at 64: 50 + 50, not 64 + 36; 21 at 4: 3 + 3 + 4 + 3 + 4 + 4). Always at least one unit."""
+    n = max(1, -(-count // max(1, unit_size)))
+    bounds = [i * count // n for i in range(n + 1)]
+    return list(zip(bounds, bounds[1:]))
+
+
+@dataclass
+class UnitResult:
+    """The LMDB values of one work unit, in item order, and what it recorded on the way."""
+
+    start: int
+    stop: int
+    values: list[tuple[bytes, Optional[bytes]]] = field(default_factory=list)   # (value, dual LMDB's value)
+    errors: list[Skipped] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    labels: list[int] = field(default_factory=list)   # per stored value
+    passthrough: int = 0
+    masks: int = 0
+
+
+def encode_unit(task: ShardTask, start: int, stop: int, opts: WriteOptions) -> UnitResult:
+    """Read, decode, transform, augment and encode the items at offsets ``[start, stop)`` of ``task``.
+
+    ``read`` is the time this loop waited for its next input (the read-ahead threads' own time
+    overlaps decoding and is not on the critical path), so stage shares add up to the unit's time."""
+    unit = UnitResult(start, stop)
+    seconds = unit.seconds
+    limit = opts.transform.max_file_bytes
+    inputs = prefetched(task, opts.python, limit, task.item_range(start, stop))
+    offset = start
+    while True:
+        t = time.perf_counter()
+        nxt = next(inputs, None)
+        seconds["read"] += time.perf_counter() - t
+        if nxt is None:
+            break
+        item, data, read_error, _ = nxt
+        offset += 1
+        try:
+            if read_error is not None:
+                raise read_error
+            encoded = process(item, data, opts, seconds)   # any failure of one sample is its SampleError
+        except SampleError as exc:
+            if opts.on_error == "fail":
+                raise
+            unit.errors.append(Skipped(task.index, task.first_key + offset - 1, item.source_index, item.round,
+                                       item.path, exc.reason))
+            continue
+        unit.values.append((encoded.value, encoded.label_value))
+        unit.labels.append(encoded.label)
+        unit.passthrough += encoded.passthrough
+        unit.masks += encoded.mask
+    return unit
+
+
+def write_units(task: ShardTask, opts: WriteOptions, units: Iterable[UnitResult],
                 progress: Optional[Callable[[int, int], None]] = None) -> ShardReport:
-    """Write one shard; call ``progress(shard_index, done)`` now and then. Returns its report."""
+    """Append the values of ``units`` (in offset order, covering the shard) and publish the shard; call
+    ``progress(shard_index, done)`` after each unit. Returns its report, with every unit's stage times."""
     seconds = dict.fromkeys(STAGES, 0.0)
     errors: list[Skipped] = []
     counts: dict[str, int] = {}
     passthrough = masks = 0
     scratch = scratch_dir(task.index, opts.scratch_dir)
     output = None
+    planned = len(task.items)
     try:
-        output = ShardOutput(task.index, task.first_key, len(task.items), opts.initial_map_size, scratch,
+        output = ShardOutput(task.index, task.first_key, planned, opts.initial_map_size, scratch,
                              directories=opts.storage.encoding == "caffe_datum")
-        last_report = time.monotonic()
-        limit = opts.transform.max_file_bytes
-        for done, (item, data, read_error, read_s) in enumerate(prefetched(task, opts.python, limit), 1):
-            seconds["read"] += read_s
-            try:
-                if read_error is not None:
-                    raise read_error
-                encoded = process(item, data, opts, seconds)   # any failure of one sample is its SampleError
-            except SampleError as exc:
-                if opts.on_error == "fail":
-                    raise
-                errors.append(Skipped(task.index, task.first_key + done - 1, item.source_index, item.round,
-                                      item.path, exc.reason))
-                continue
-            output.add(encoded.value, encoded.label_value, seconds)
-            counts[str(encoded.label)] = counts.get(str(encoded.label), 0) + 1
-            passthrough += encoded.passthrough
-            masks += encoded.mask
-            if progress is not None and time.monotonic() - last_report > 0.5:
-                progress(task.index, done)
-                last_report = time.monotonic()
+        expected = 0
+        for unit in units:
+            if unit.start != expected:
+                raise ShardError(f"shard {task.index}: unit at offset {unit.start} arrived, expected {expected}")
+            expected = unit.stop
+            for stage, s in unit.seconds.items():
+                seconds[stage] += s
+            for (value, companion), label in zip(unit.values, unit.labels):
+                output.add(value, companion, seconds)
+                counts[str(label)] = counts.get(str(label), 0) + 1
+            errors.extend(unit.errors)
+            passthrough += unit.passthrough
+            masks += unit.masks
+            if progress is not None:
+                progress(task.index, unit.stop)
+        if expected != planned:
+            raise ShardError(f"shard {task.index}: units covered {expected} of {planned} items")
         t = time.perf_counter()
         rel, size, label_rel, label_size = output.publish(opts.out)
         seconds["write"] += time.perf_counter() - t
-        if progress is not None:
-            progress(task.index, len(task.items))
     finally:
         if output is not None:
             output.close()
         shutil.rmtree(scratch, ignore_errors=True)
     entry = ShardEntry(task.index, rel, task.first_key, output.count, size, output.hashers[0].hexdigest(),
                        label_rel, label_size, output.hashers[1].hexdigest() if label_rel else None)
-    return ShardReport(entry, len(task.items), errors, {k: round(v, 6) for k, v in seconds.items()},
+    return ShardReport(entry, planned, errors, {k: round(v, 6) for k, v in seconds.items()},
                        passthrough, masks, dict(sorted(counts.items())))
+
+
+def write_shard(task: ShardTask, opts: WriteOptions,
+                progress: Optional[Callable[[int, int], None]] = None,
+                unit_size: int = UNIT_ITEMS) -> ShardReport:
+    """Write one shard in this process, one unit of ``unit_size`` items at a time (bounded memory);
+    call ``progress(shard_index, done)`` after each unit. Returns its report."""
+    units: Iterator[UnitResult] = (encode_unit(task, a, b, opts) for a, b in unit_ranges(len(task.items), unit_size))
+    return write_units(task, opts, units, progress)

@@ -1,0 +1,144 @@
+"""Work units smaller than a shard: every CPU serves even a one-shard job, and the shard files are
+byte for byte those of a job that ran one task per shard, also when a unit's or a writer's worker
+is killed and Ray retries it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import shutil
+import signal
+import threading
+
+import pytest
+
+from lmdbshard import RayConfig, SourceConfig, convert
+from lmdbshard.read.verify import verify
+from lmdbshard.write.task import unit_ranges
+from lmdbshard.write.writer import scratch_owner
+
+from faults import FifoImage, held_source, readers_of, wait_for
+from helpers import job, make_tree
+
+HELD = "dog/img_03.jpg"
+
+
+def shard_hashes(out: str) -> dict[str, str]:
+    """sha256 of every published shard file, by name."""
+    files = sorted(glob.glob(os.path.join(out, "shards", "*")))
+    return {os.path.basename(p): hashlib.sha256(open(p, "rb").read()).hexdigest() for p in files}
+
+
+def units(size: int, **kw) -> RayConfig:
+    return RayConfig(max_in_flight=4, unit_size=size, **kw)
+
+
+def skipped(out: str) -> list:
+    with open(os.path.join(out, "manifest.json")) as f:
+        return json.load(f)["errors"]
+
+
+@pytest.mark.parametrize("count,size", [(0, 4), (1, 4), (21, 4), (100, 64), (2560, 64), (7, 100)])
+def test_unit_ranges_cover_the_shard_in_order_in_near_equal_units(count, size):
+    ranges = unit_ranges(count, size)
+    assert ranges[0][0] == 0 and ranges[-1][1] == count
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    lengths = [b - a for a, b in ranges]
+    assert max(lengths) <= max(size, 1) and max(lengths) - min(lengths) <= 1
+
+
+@pytest.fixture(scope="module")
+def whole(ray_local, tmp_path_factory):
+    """A job of 3 shards, one with an unreadable file, each shard written by one task (unit_size=0)."""
+    base = tmp_path_factory.mktemp("whole")
+    tree = make_tree(str(base / "src"))
+    with open(os.path.join(tree.root, "zebra", "broken.jpg"), "wb") as f:
+        f.write(b"\xff\xd8 not a jpeg")
+    out = str(base / "out")
+    convert(job(tree.root, out, shard_size=10, ray=units(0), max_error_rate=0.5))
+    return tree.root, out
+
+
+@pytest.mark.parametrize("size", [1, 3, 4])
+def test_units_write_the_same_shard_files_as_one_task_per_shard(whole, tmp_path, size):
+    src, reference = whole
+    out = str(tmp_path / "out")
+    result = convert(job(src, out, shard_size=10, ray=units(size), max_error_rate=0.5))
+    assert (result.images_written, result.images_skipped, result.shards_built) == (21, 1, 3)
+    assert shard_hashes(out) == shard_hashes(reference) and len(shard_hashes(out)) == 3
+    assert skipped(out) == skipped(reference)   # the skipped sample keeps its position
+    assert verify(out).ok
+
+
+def test_a_one_shard_job_runs_its_units_on_both_cpus(ray_local, tmp_path):
+    """Every item is held (tests/pydatasets.py ``Held``) until two processes read at the same time: the
+    job of one shard finishes only if two of its units ran at once, on the cluster's two CPUs."""
+    out, readers, release = tmp_path / "out", tmp_path / "readers", tmp_path / "release"
+    source = SourceConfig(kind="python", target="pydatasets:Held", args=[8, str(readers), str(release), 120.0])
+    cfg = dataclasses.replace(job("", str(out), shard_size=8, ray=units(2)), source=source)
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=convert(cfg)))
+    runner.start()
+    try:
+        pids = wait_for(lambda: len(os.listdir(readers)) >= 2 if readers.is_dir() else None, timeout=120,
+                        what="two units of the one shard reading at the same time")
+    finally:
+        release.touch()
+        runner.join(timeout=120)
+    assert pids and outcome["result"].shards == 1 and outcome["result"].images_written == 8
+
+
+@pytest.fixture(scope="module")
+def held_reference(ray_local, tmp_path_factory):
+    """The held test tree converted as one shard of 21 by a single task: (shard hashes, tree root)."""
+    base = tmp_path_factory.mktemp("held")
+    tree = make_tree(str(base / "src"))
+    out = str(base / "out")
+    convert(held_job(tree.root, out, 0))
+    return shard_hashes(out), tree.root
+
+
+def held_job(src: str, out: str, size: int, **kw):
+    return dataclasses.replace(job(src, out, shard_size=21, ray=units(size), **kw), source=held_source(src))
+
+
+def scratch_pids(scratch: str) -> list[int]:
+    """Processes that hold a shard's scratch folder under ``scratch``: its writer."""
+    names = os.listdir(scratch) if os.path.isdir(scratch) else []
+    return [owner[1] for owner in map(scratch_owner, names) if owner is not None]
+
+
+@pytest.mark.parametrize("victim", ["unit", "writer"])
+def test_a_killed_unit_or_writer_is_retried_and_the_shard_is_written_once(held_reference, tmp_path, victim):
+    """A unit's worker is held reading a named pipe; the unit's, or the shard writer's (which waits for
+    that unit), worker is killed. Ray retries it; the one shard is published once, with the same bytes."""
+    hashes, src = held_reference
+    src = shutil.copytree(src, str(tmp_path / "src"))
+    out, scratch = str(tmp_path / "out"), str(tmp_path / "scratch")
+    held = FifoImage(os.path.join(src, HELD))
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=convert(held_job(src, out, 4, scratch_dir=scratch))))
+    runner.start()
+    try:
+        (reader,) = wait_for(lambda: readers_of(held.path), what="a unit to open the held image")
+        (writer,) = wait_for(lambda: scratch_pids(scratch), what="the shard's writer to start")
+        os.kill(reader if victim == "unit" else writer, signal.SIGKILL)
+        if victim == "unit":
+            wait_for(lambda: not readers_of(held.path), what="the killed unit's worker to go")
+        else:
+            wait_for(lambda: writer not in scratch_pids(scratch) or not os.path.exists(f"/proc/{writer}"),
+                     what="the killed writer to go")
+        held.release()
+        runner.join(timeout=240)
+    finally:
+        held.release()
+        held.restore()
+    result = outcome["result"]
+    assert (result.images_written, result.images_skipped, result.shards_built) == (21, 0, 1)
+    assert shard_hashes(out) == hashes
+    assert not glob.glob(os.path.join(out, "**", "*partial*"), recursive=True) and verify(out).ok
+    assert os.listdir(scratch) == []   # the dead attempt's scratch folder is gone
