@@ -14,8 +14,10 @@ from lmdbshard.errors import ConfigError
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
-ROWS = ["bare chain, multiprocessing.Pool(1)", "lmdbshard, 1 Ray worker", "bare chain, multiprocessing.Pool(2)",
-        "lmdbshard, 2 Ray workers", "folder2lmdb recipe", "txn.get loop over the same shards",
+ROWS = ["bare chain, multiprocessing.Pool(1)", "lmdbshard, 1 Ray worker, shard_size 40",
+        "lmdbshard, 1 Ray worker, shard_size 8", "bare chain, multiprocessing.Pool(2)",
+        "lmdbshard, 2 Ray workers, shard_size 40", "lmdbshard, 2 Ray workers, shard_size 8", "folder2lmdb recipe",
+        "whole command (jobs/convert.py", "fixed: interpreter, imports, Hydra", "fixed: listing, plan, output", "txn.get loop over the same shards",
         "ds[i], decode=False", "PIL decode of the same bytes", "ds[i], jpeg decoded", "ds[i], raw, copy=False",
         "ShardStream, jpeg decoded", "ImageFolder-style", "ShardedDataset(root) over 20 shards"]
 
@@ -27,7 +29,7 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
         [sys.executable, os.path.join(ROOT, "jobs", "benchmark.py"), f"bench.corpus_dir={tmp_path / 'corpus'}",
          "bench.corpus.classes=4", "bench.corpus.per_class=10", "bench.corpus.short_side=[120,160]",
          f"bench.work={tmp_path / 'work'}", f"bench.json={out}", "bench.repeats=1", "bench.read_repeats=1",
-         "bench.read_samples=50", "bench.read_seconds=0.2", "bench.open_shards=20", "shard_size=8",
+         "bench.read_samples=50", "bench.read_seconds=0.2", "bench.open_shards=20", "bench.shard_sizes=[40,8]",
          "transform.resize_shorter=64"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -37,11 +39,14 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
     assert "Ray start-up" in table and "libjpeg-turbo" in table and " cores; " in table
     doc = json.loads(out.read_text())
     assert doc["corpus"]["images"] == 40 and doc["environment"]["lmdb"] and doc["environment"]["pillow"]
-    assert set(doc["conversion"]) == {"bare/1", "bare/2", "lmdbshard/1", "lmdbshard/2", "folder2lmdb/1"}
+    assert set(doc["conversion"]) == {"bare/1", "bare/2", "lmdbshard/1/40", "lmdbshard/2/40", "lmdbshard/1/8",
+                                      "lmdbshard/2/8", "folder2lmdb/1"}
+    assert doc["command"]["images"] == 40 and len(doc["command"]["fixed"]) == 3
     assert doc["open"]["shards"] == 20
     targets = {t["name"]: t["verdict"] for t in doc["targets"]}
-    assert len(targets) == 10 and all(v in ("PASS", "MISS", "not measured") for v in targets.values())
-    assert targets["conversion, 16 workers vs 1 worker"] == "not measured"
+    assert len(targets) == 12 and all(v in ("PASS", "MISS", "not measured") for v in targets.values())
+    assert targets["conversion, shard_size 40, 16 workers vs 1 worker"] == "not measured"
+    assert targets["whole command: fixed costs beyond Ray start-up and shutdown"] in ("PASS", "MISS")
     for t in doc["targets"]:
         assert t["name"] in table
 
@@ -52,6 +57,7 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
     ({"repeats": 0}, "bench.repeats must be a positive integer"),
     ({"source": "/no/such/folder"}, "is not a directory"),
     ({"read_seconds": 0}, "bench.read_seconds must be > 0"),
+    ({"shard_sizes": [0]}, "bench.shard_sizes must be a non-empty list of positive integers"),
     ({"corpus": {"short_side": [300]}}, r"bench.corpus.short_side must be \[low, high\] with 0 < low <= high, got \[300\]"),
     ({"corpus": {"classes": 0}}, "bench.corpus.classes must be a positive integer, got 0"),
 ])

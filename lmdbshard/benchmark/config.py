@@ -31,6 +31,8 @@ class BenchConfig:
     work: str = "out/bench"         # conversions, the read datasets and the 10,000-shard dataset go here
     json: Optional[str] = "out/bench/bench.json"   # null: print the table only
     workers: list[int] = field(default_factory=lambda: [1, 2])   # conversion worker counts (all <= cores)
+    shard_sizes: list[int] = field(default_factory=lambda: [2560, 100])   # each conversion row at each shard size
+    command: bool = True            # time the whole jobs/convert.py command and report its fixed costs
     repeats: int = 3                # interleaved repeats per conversion row; the median is reported
     read_samples: int = 4000        # random indices per read row (drawn with replacement)
     read_seconds: float = 2.0       # each read pass stops after this long
@@ -45,6 +47,8 @@ class BenchConfig:
         if max(self.workers) > cores:
             raise ConfigError(f"bench.workers={self.workers} asks for {max(self.workers)} workers, but this machine "
                               f"has {cores} cores; a scaling curve needs one core per worker")
+        if not self.shard_sizes or any(s <= 0 for s in self.shard_sizes):
+            raise ConfigError(f"bench.shard_sizes must be a non-empty list of positive integers, got {self.shard_sizes!r}")
         for name in ("repeats", "read_samples", "read_repeats", "open_shards"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"bench.{name} must be a positive integer, got {getattr(self, name)!r}")

@@ -59,10 +59,10 @@ def _warm_ray_workers(n: int) -> int:
     return max(ray.get([_import.remote() for _ in range(2 * n)]))
 
 
-def _lmdbshard_once(base: ConvertConfig, out: str, cpus: int, workers: int) -> float:
+def _lmdbshard_once(base: ConvertConfig, out: str, cpus: int, workers: int, shard_size: int) -> float:
     from lmdbshard.write.coordinator import convert
     shutil.rmtree(out, ignore_errors=True)
-    cfg = dataclasses.replace(base, out=out, overwrite=False,
+    cfg = dataclasses.replace(base, out=out, overwrite=False, shard_size=shard_size,
                               ray=dataclasses.replace(base.ray, cpus_per_task=cpus / workers, max_in_flight=None))
     t = time.perf_counter()
     result = convert(cfg)
@@ -72,10 +72,15 @@ def _lmdbshard_once(base: ConvertConfig, out: str, cpus: int, workers: int) -> f
     return seconds
 
 
-def run_conversions(base: ConvertConfig, listing: Listing, work: str, workers: list[int], repeats: int,
-                    with_folder2lmdb: bool, ray_startup_s: float) -> ConversionTimes:
-    """Every pipeline ``repeats`` times, interleaved (order reversed on odd repeats). Ray must be up,
-    with ``max(workers)`` CPUs; it took ``ray_startup_s`` to start."""
+def conversion_dir(work: str, workers: int, shard_size: int) -> str:
+    return os.path.join(work, f"convert-{workers}-s{shard_size}")
+
+
+def run_conversions(base: ConvertConfig, listing: Listing, work: str, workers: list[int], shard_sizes: list[int],
+                    repeats: int, with_folder2lmdb: bool, ray_startup_s: float) -> ConversionTimes:
+    """Every pipeline ``repeats`` times, interleaved (order reversed on odd repeats); lmdbshard at each
+    of ``shard_sizes`` (key ``lmdbshard/<workers>/<shard size>``). Ray must be up, with ``max(workers)``
+    CPUs; it took ``ray_startup_s`` to start."""
     paths = source_files(listing.root, listing.paths)
     source_bytes = sum(os.path.getsize(p) for p in paths)
     cpus = max(workers)
@@ -84,17 +89,18 @@ def run_conversions(base: ConvertConfig, listing: Listing, work: str, workers: l
     pools = {w: BarePool(w, base.transform, quality, niceness) for w in workers}
     try:
         times = ConversionTimes(len(paths), source_bytes, ray_startup_s, niceness)
-        steps = [(kind, w) for w in workers for kind in ("bare", "lmdbshard")]
+        steps = [(kind, w, size) for w in workers
+                 for kind, size in [("bare", 0)] + [("lmdbshard", size) for size in shard_sizes]]
         if with_folder2lmdb:
-            steps.append(("folder2lmdb", 1))
+            steps.append(("folder2lmdb", 1, 0))
         for r in range(repeats):
-            for kind, w in (steps if r % 2 == 0 else steps[::-1]):
+            for kind, w, size in (steps if r % 2 == 0 else steps[::-1]):
                 if kind == "bare":
                     t = time.perf_counter()
                     pools[w].run(paths)
                     seconds = time.perf_counter() - t
                 elif kind == "lmdbshard":
-                    seconds = _lmdbshard_once(base, os.path.join(work, f"convert-{w}"), cpus, w)
+                    seconds = _lmdbshard_once(base, conversion_dir(work, w, size), cpus, w, size)
                 else:
                     db = os.path.join(work, "folder2lmdb.lmdb")
                     for p in (db, db + "-lock"):
@@ -103,9 +109,10 @@ def run_conversions(base: ConvertConfig, listing: Listing, work: str, workers: l
                     t = time.perf_counter()
                     pools[min(workers)].folder2lmdb(paths, listing.labels, db)
                     seconds = time.perf_counter() - t
-                times.add(f"{kind}/{w}", seconds)
-                log.info("bench: repeat %d/%d %s, %d worker(s): %.2f s (%.0f images/s)", r + 1, repeats,
-                         kind, w, seconds, len(paths) / seconds)
+                key = f"{kind}/{w}/{size}" if kind == "lmdbshard" else f"{kind}/{w}"
+                times.add(key, seconds)
+                log.info("bench: repeat %d/%d %s: %.2f s (%.0f images/s)", r + 1, repeats, key, seconds,
+                         len(paths) / seconds)
     finally:
         for pool in pools.values():
             pool.close()

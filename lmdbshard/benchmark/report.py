@@ -7,6 +7,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Optional
 
+from lmdbshard.benchmark.command import CommandTimes
 from lmdbshard.benchmark.conversion import ConversionTimes
 from lmdbshard.benchmark.opening import OpenResult
 from lmdbshard.benchmark.reads import ReadTimes
@@ -47,20 +48,24 @@ class BenchReport:
     reads: ReadTimes
     opened: OpenResult
     workers: list[int]
+    shard_sizes: list[int]
+    command: Optional[CommandTimes] = None
 
     # -------------------------------------------------------------- rows
     def rows(self) -> list[Row]:
         c, r = self.conversion, self.reads
         rows = []
         for w in self.workers:
-            bare, ours = f"bare/{w}", f"lmdbshard/{w}"
+            bare = f"bare/{w}"
             rows.append(Row("conversion", f"bare chain, multiprocessing.Pool({w})", c.per_s(bare), c.mb_per_s(bare)))
-            rows.append(Row("conversion", f"lmdbshard, {w} Ray worker{'s' if w > 1 else ''}", c.per_s(ours),
-                            c.mb_per_s(ours), c.per_s(ours) / c.per_s(bare), f"bare Pool({w})"))
+            for size in self.shard_sizes:
+                ours = f"lmdbshard/{w}/{size}"
+                rows.append(Row("conversion", f"lmdbshard, {w} Ray worker{'s' if w > 1 else ''}, shard_size {size}",
+                                c.per_s(ours), c.mb_per_s(ours), c.per_s(ours) / c.per_s(bare), f"bare Pool({w})"))
         if "folder2lmdb/1" in c.seconds:
-            top = max(self.workers)
+            top, size = max(self.workers), self.shard_sizes[0]
             rows.append(Row("conversion", "folder2lmdb recipe (1 process, pickle, one LMDB)", c.per_s("folder2lmdb/1"),
-                            c.mb_per_s("folder2lmdb/1"), c.per_s("folder2lmdb/1") / c.per_s(f"lmdbshard/{top}"),
+                            c.mb_per_s("folder2lmdb/1"), c.per_s("folder2lmdb/1") / c.per_s(f"lmdbshard/{top}/{size}"),
                             f"lmdbshard, {top} worker(s)"))
         names = {
             "get/bare": ("txn.get loop over the same shards", None),
@@ -87,17 +92,21 @@ class BenchReport:
         c, r, o = self.conversion, self.reads, self.opened
         top = max(self.workers)
         cores = self.environment["cpus"]
-        t = [Target(f"conversion, {top} workers, vs bare chain on the same cores",
-                    c.per_s(f"lmdbshard/{top}") / c.per_s(f"bare/{top}"), 0.95, "x")]
-        one, two = "lmdbshard/1", "lmdbshard/2"
-        t.append(Target("conversion, 2 workers vs 1 worker",
+        t = [Target(f"conversion, shard_size {size}, {top} workers vs bare chain on the same cores",
+                    c.per_s(f"lmdbshard/{top}/{size}") / c.per_s(f"bare/{top}"), 0.95, "x") for size in self.shard_sizes]
+        first = self.shard_sizes[0]
+        one, two = f"lmdbshard/1/{first}", f"lmdbshard/2/{first}"
+        t.append(Target(f"conversion, shard_size {first}, 2 workers vs 1 worker",
                         c.per_s(two) / c.per_s(one) if one in c.seconds and two in c.seconds else None, 1.85, "x",
                         note="" if one in c.seconds and two in c.seconds else "needs bench.workers to hold 1 and 2"))
-        sixteen = f"lmdbshard/16"
-        t.append(Target("conversion, 16 workers vs 1 worker",
+        sixteen = f"lmdbshard/16/{first}"
+        t.append(Target(f"conversion, shard_size {first}, 16 workers vs 1 worker",
                         c.per_s(sixteen) / c.per_s(one) if sixteen in c.seconds and one in c.seconds else None,
-                        12.0, "x", note="" if sixteen in c.seconds else
+                        14.0, "x", note="" if sixteen in c.seconds else
                         f"this machine has {cores} cores; run bench.workers=[1,2,4,8,16] on one with 16 or more"))
+        cmd = self.command
+        t.append(Target("whole command: fixed costs beyond Ray start-up and shutdown", cmd.fixed_s if cmd else None,
+                        1.0, "s", at_least=False, note="" if cmd else "bench.command=false"))
         t += [
             Target("random ds[i], decode=False, vs txn.get loop", r.per_s("get/ds") / r.per_s("get/bare"), 0.7, "x"),
             Target("random ds[i], jpeg decoded, vs PIL decode", r.per_s("jpeg/ds") / r.per_s("jpeg/bare"), 0.95, "x"),
@@ -130,6 +139,12 @@ class BenchReport:
                 lines += ["", f"  {section:<52} {'images/s':>10} {'MB/s':>9}  ratio"]
             ratio = f"{row.ratio:6.2f}x vs {row.vs}" if row.ratio is not None else ""
             lines.append(f"    {row.name:<50} {row.per_s:>10.0f} {row.mb_per_s:>9.1f}  {ratio}".rstrip())
+        cmd = self.command
+        if cmd is not None:
+            lines += ["", f"  whole command (jobs/convert.py --config-name imagenet, {cmd.images} images): {cmd.wall_s:.2f} s",
+                      f"    Ray start-up {cmd.ray_startup_s:.2f} s, shards {cmd.shards_s:.2f} s "
+                      f"({cmd.images / max(cmd.shards_s, 1e-9):.0f} images/s), Ray shutdown {cmd.ray_shutdown_s:.2f} s"]
+            lines += [f"    fixed: {name:<44} {seconds:6.2f} s" for name, seconds in cmd.fixed.items()]
         o = self.opened
         lines += ["", "  open", f"    ShardedDataset(root) over {o.shards} shards: {o.seconds:.3f} s, RSS "
                   f"+{o.rss_growth_mb:.1f} MB; first read of two shards {o.first_read_s * 1e3:.1f} ms",
@@ -150,6 +165,7 @@ class BenchReport:
             "reads": {k: {"samples": r.samples[k], "seconds": r.seconds[k], "per_s": r.per_s(k),
                           "mb_per_s": r.mb_per_s(k)} for k in r.samples},
             "open": asdict(self.opened),
+            "command": None if self.command is None else asdict(self.command) | {"fixed_s": self.command.fixed_s},
             "rows": [asdict(row) for row in self.rows()],
             "targets": [asdict(t) | {"verdict": t.verdict} for t in self.targets()],
         }

@@ -12,7 +12,8 @@ from lmdbshard.write.config import ConvertConfig, RayConfig, StorageConfig
 from lmdbshard.tools.demo import make_imagefolder
 from lmdbshard.write.sources.imagefolder import list_imagefolder
 from lmdbshard.benchmark.config import BenchConfig
-from lmdbshard.benchmark.conversion import run_conversions
+from lmdbshard.benchmark.command import time_command
+from lmdbshard.benchmark.conversion import conversion_dir, run_conversions
 from lmdbshard.benchmark.opening import make_many_shards, time_open
 from lmdbshard.benchmark.reads import run_reads
 from lmdbshard.benchmark.report import BenchReport, environment
@@ -41,11 +42,13 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     base = dataclasses.replace(base, source=dataclasses.replace(base.source, root=root))
     top = max(bench.workers)
     with ray_session(RayConfig(num_cpus=top)) as startup_s:
-        conversion = run_conversions(base, listing, work, bench.workers, bench.repeats, bench.folder2lmdb, startup_s)
+        conversion = run_conversions(base, listing, work, bench.workers, bench.shard_sizes, bench.repeats,
+                                     bench.folder2lmdb, startup_s)
         raw_root = os.path.join(work, "read-raw")
         log.info("bench: converting the corpus once more as raw records for the raw read rows")
         convert(dataclasses.replace(base, out=raw_root, storage=StorageConfig(encoding="raw"), overwrite=True))
-    jpeg_root = os.path.join(work, f"convert-{top}")
+    command = time_command(root, work, len(listing)) if bench.command else None   # Ray down: it starts its own
+    jpeg_root = conversion_dir(work, top, bench.shard_sizes[0])
     log.info("bench: reads")
     reads = run_reads(jpeg_root, raw_root, listing, bench.read_samples, bench.read_seconds, bench.read_repeats)
     log.info("bench: opening %d shards", bench.open_shards)
@@ -55,8 +58,10 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     corpus = {"root": root, "images": len(listing), "classes": len(listing.classes), "mb": sum(sizes) / 1e6,
               "mean_kb": sum(sizes) / max(1, len(sizes)) / 1e3,
               "transform": f"read, decode, resize short side to {t.resize_shorter} ({t.resample}), "
-                           f"encode {base.storage.encoding} q{base.storage.quality}; shard_size {base.shard_size}"}
-    report = BenchReport(environment(bench.repeats), corpus, conversion, reads, opened, list(bench.workers))
+                           f"encode {base.storage.encoding} q{base.storage.quality}; "
+                           f"shard_size {', '.join(map(str, bench.shard_sizes))}; work units of {base.ray.unit_size}"}
+    report = BenchReport(environment(bench.repeats), corpus, conversion, reads, opened, list(bench.workers),
+                         list(bench.shard_sizes), command)
     if bench.json:
         path = os.path.abspath(bench.json)
         os.makedirs(os.path.dirname(path), exist_ok=True)
