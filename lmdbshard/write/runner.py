@@ -16,7 +16,7 @@ import signal
 import time
 import uuid
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 import ray
@@ -208,6 +208,8 @@ class _Shard:
     task: ShardTask
     units: list
     writer: object
+    sizes: dict = field(default_factory=dict)   # unit ref -> its items (none for a whole-shard task)
+    done: int = 0                               # items of its finished units
 
 
 class _Submitter:
@@ -231,7 +233,8 @@ class _Submitter:
             return _Shard(task, [ref], ref)
         task_ref = ray.put(task)   # pickled once for all of the shard's units
         units = [self.unit.remote([task_ref], a, b, self.opts_ref) for a, b in ranges]
-        return _Shard(task, units, self.writer.remote(task_ref, self.opts_ref, [units], board, job))
+        writer = self.writer.remote(task_ref, self.opts_ref, [units], board, job)
+        return _Shard(task, units, writer, {ref: b - a for ref, (a, b) in zip(units, ranges)})
 
 
 def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, progress: Progress,
@@ -245,11 +248,13 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     log.info("Ray cluster: %s, %s; up to %s in flight, %g CPU each", plural(nodes, "node"),
              plural(cpus, "CPU"), plural(limit, "work unit"), cfg.cpus_per_task)
-    board = _new_board() if progress.mode != "none" else None   # nothing shows per-image progress
+    # Per-image progress: finished units show it; whole-shard tasks (unit_size=0) report to an actor.
+    board = _new_board() if progress.mode != "none" and cfg.unit_size == 0 else None
     job = uuid.uuid4().hex
     submit = _Submitter(opts, cfg, limit)
     shards: dict[object, _Shard] = {}   # writer ref -> its shard
     running: set = set()                # unit refs not yet finished
+    unit_of: dict[object, _Shard] = {}   # unit ref -> its shard, until the unit finishes
     failures: list[ShardFailure] = []
     finished_images, skipped = progress.done, progress.skipped
     shards_done = progress.shards_done
@@ -267,6 +272,7 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
                     shard = submit.open(task, board, job)
                     shards[shard.writer] = shard
                     running.update(shard.units)
+                    unit_of.update(dict.fromkeys(shard.sizes, shard))
                 if not shards:
                     break
                 # Back as soon as a unit or a shard is done, so that the next is submitted at once; at least
@@ -274,10 +280,14 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
                 ready, _ = ray.wait(list(running | shards.keys()), num_returns=1, timeout=0.5, fetch_local=False)
                 for ref in ready:
                     running.discard(ref)
-                    shard = shards.pop(ref, None)
-                    if shard is None:
-                        continue   # a unit: its writer fetches it
+                    if ref in unit_of:   # a unit: its writer fetches it
+                        owner = unit_of.pop(ref)
+                        owner.done += owner.sizes[ref]
+                        continue
+                    shard = shards.pop(ref)
                     running.difference_update(shard.units)
+                    for unit in shard.units:
+                        unit_of.pop(unit, None)
                     try:
                         report: ShardReport = ray.get(ref)
                     except ray.exceptions.RayError as exc:
@@ -288,8 +298,9 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
                     finished_images += report.planned
                     skipped += len(report.errors)
                     shards_done += 1
+                units_done = sum(s.done for s in shards.values())
                 if board is None:
-                    progress.update(finished_images, shards_done, skipped, len(failures))
+                    progress.update(finished_images + units_done, shards_done, skipped, len(failures))
                     continue
                 if snapshot_ref is not None and ray.wait([snapshot_ref], timeout=0)[0]:
                     try:
@@ -302,7 +313,7 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
                     snapshot_ref, last_snapshot = board.snapshot.remote(job), time.monotonic()
                 running_ids = {s.task.index for s in shards.values()}
                 in_progress = sum(n for k, n in partial.items() if k in running_ids)
-                progress.update(finished_images + in_progress, shards_done, skipped, len(failures))
+                progress.update(finished_images + units_done + in_progress, shards_done, skipped, len(failures))
         except BaseException:
             _cancel(list(running | shards.keys()))
             raise
