@@ -142,3 +142,15 @@ def test_a_killed_unit_or_writer_is_retried_and_the_shard_is_written_once(held_r
     assert shard_hashes(out) == hashes
     assert not glob.glob(os.path.join(out, "**", "*partial*"), recursive=True) and verify(out).ok
     assert os.listdir(scratch) == []   # the dead attempt's scratch folder is gone
+
+
+def test_progress_counts_images_of_finished_units(whole, tmp_path, caplog):
+    """Without a progress actor, the log's image count comes from finished units, and ends at every image."""
+    src, _ = whole
+    caplog.set_level("INFO", logger="lmdbshard")
+    cfg = dataclasses.replace(job(src, str(tmp_path / "out"), shard_size=22, ray=units(4), max_error_rate=0.5),
+                              progress="log", log_interval_s=0.001)
+    convert(cfg)
+    counts = [int(r.getMessage().split()[1].split("/")[0]) for r in caplog.records
+              if r.getMessage().startswith("progress ")]
+    assert counts and counts == sorted(counts) and counts[-1] == 22

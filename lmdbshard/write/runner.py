@@ -4,8 +4,9 @@ Each shard is cut into work units (``ray.unit_size`` items) that run on any CPUs
 values through the object store, and one light writer task per shard appends them in order and
 publishes the file: every CPU works whatever the shard count, also at the end of a job, while a
 shard is still committed whole. A bounded number of units in flight and of shards open, retries on
-worker or node death (Ray's ``max_retries``), per-image progress through a small actor, reports
-handed to the caller as each shard finishes so nothing done is lost if the driver dies.
+worker or node death (Ray's ``max_retries``), per-image progress from finished units (no actor, whose
+worker process would cost 0.6-1.0 CPU-s to start), reports handed to the caller as each shard finishes
+so nothing done is lost if the driver dies.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import logging
 import os
 import signal
 import time
-import uuid
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from lmdbshard.write.config import RayConfig
 from lmdbshard.write.interrupt import STOP, caught_signals, descendants, is_running
@@ -117,58 +116,9 @@ def pickle_for_workers(obj: object) -> bytes:
     return ray.cloudpickle.dumps(obj)
 
 
-@ray.remote(num_cpus=0)
-class _ProgressBoard:
-    """Images done so far in each running shard, as last reported by its task, per job."""
-
-    def __init__(self) -> None:
-        self.done: dict[str, dict[int, int]] = {}
-
-    def set(self, job: str, shard: int, n: int) -> None:
-        self.done.setdefault(job, {})[shard] = n
-
-    def snapshot(self, job: str) -> dict[int, int]:
-        return self.done.get(job, {})
-
-    def forget(self, job: str) -> None:
-        self.done.pop(job, None)
-
-
-BOARD_NAME = "lmdbshard-progress"
-
-
-def _new_board():
-    """The progress actor of this driver, placed on the driver's node when it can be (a lost worker node
-    must not take it). Named, so every job of one Ray session shares it: an actor costs a new worker
-    process (measured: 0.6-1.0 CPU-s to start, and as much again for the worker Ray starts to replace
-    it), 10-20% of the CPU of a 2,000-image job on 2 cores when each job started and killed its own."""
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return _ProgressBoard.options(name=BOARD_NAME, get_if_exists=True, scheduling_strategy=here).remote()
-
-
-#: Seconds between a task's reports of its images done. Each report is an actor call that costs the
-#: actor about 1.5 ms of CPU, and more the first time a worker calls it; the bar needs no finer grain.
-TASK_PROGRESS_S = 2.0
-
-
-def _board_reporter(board, job: str) -> Optional[Callable[[int, int], None]]:
-    """``progress(shard, done)`` for a task: at most one actor call per TASK_PROGRESS_S, and the last."""
-    if board is None:
-        return None
-    last = time.monotonic()
-
-    def report(k: int, n: int) -> None:
-        nonlocal last
-        if time.monotonic() - last >= TASK_PROGRESS_S:
-            last = time.monotonic()
-            board.set.remote(job, k, n)
-
-    return report
-
-
-def _run_one(task: ShardTask, opts: WriteOptions, board, job: str) -> ShardReport:
+def _run_one(task: ShardTask, opts: WriteOptions) -> ShardReport:
     """A whole shard in one task: a shard of one work unit, or ``ray.unit_size=0``."""
-    return write_shard(task, opts, progress=_board_reporter(board, job), unit_size=len(task.items) or 1)
+    return write_shard(task, opts, unit_size=len(task.items) or 1)
 
 
 #: The shard task this worker process last fetched, by its object's id: a worker runs unit after unit
@@ -188,11 +138,10 @@ def _encode_unit(task_ref: list, start: int, stop: int, opts: WriteOptions) -> U
     return encode_unit(task, start, stop, opts)
 
 
-def _write_units(task: ShardTask, opts: WriteOptions, units: list, board, job: str) -> ShardReport:
+def _write_units(task: ShardTask, opts: WriteOptions, units: list) -> ShardReport:
     """A shard's writer: waits for its units in offset order, appends their values, publishes the file.
     ``units`` is ``[[ref, ...]]``: refs inside a list reach the task as refs, not as values."""
-    results = (ray.get(ref) for ref in units[0])
-    return write_units(task, opts, results, progress=_board_reporter(board, job))
+    return write_units(task, opts, (ray.get(ref) for ref in units[0]))
 
 
 @dataclass
@@ -225,15 +174,15 @@ class _Submitter:
         self.opts_ref, self.unit_size, self.limit = ray.put(opts), cfg.unit_size, limit
         self.max_open = limit + 1
 
-    def open(self, task: ShardTask, board, job: str) -> _Shard:
+    def open(self, task: ShardTask) -> _Shard:
         ranges = unit_ranges(len(task.items), self.unit_size) if self.unit_size else [(0, len(task.items))]
         self.max_open = max(2, -(-self.limit // len(ranges)) + 1)
         if len(ranges) == 1:
-            ref = self.whole.remote(task, self.opts_ref, board, job)
+            ref = self.whole.remote(task, self.opts_ref)
             return _Shard(task, [ref], ref)
         task_ref = ray.put(task)   # pickled once for all of the shard's units
         units = [self.unit.remote([task_ref], a, b, self.opts_ref) for a, b in ranges]
-        writer = self.writer.remote(task_ref, self.opts_ref, [units], board, job)
+        writer = self.writer.remote(task_ref, self.opts_ref, [units])
         return _Shard(task, units, writer, {ref: b - a for ref, (a, b) in zip(units, ranges)})
 
 
@@ -248,9 +197,6 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     log.info("Ray cluster: %s, %s; up to %s in flight, %g CPU each", plural(nodes, "node"),
              plural(cpus, "CPU"), plural(limit, "work unit"), cfg.cpus_per_task)
-    # Per-image progress: finished units show it; whole-shard tasks (unit_size=0) report to an actor.
-    board = _new_board() if progress.mode != "none" and cfg.unit_size == 0 else None
-    job = uuid.uuid4().hex
     submit = _Submitter(opts, cfg, limit)
     shards: dict[object, _Shard] = {}   # writer ref -> its shard
     running: set = set()                # unit refs not yet finished
@@ -258,9 +204,6 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
     failures: list[ShardFailure] = []
     finished_images, skipped = progress.done, progress.skipped
     shards_done = progress.shards_done
-    snapshot_ref = None
-    last_snapshot = 0.0
-    partial: dict[int, int] = {}
     with caught_signals():   # a signal is seen at the top of the loop, between Ray calls
         try:
             while True:
@@ -269,7 +212,7 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
                     task = next(tasks, None)
                     if task is None:
                         break
-                    shard = submit.open(task, board, job)
+                    shard = submit.open(task)
                     shards[shard.writer] = shard
                     running.update(shard.units)
                     unit_of.update(dict.fromkeys(shard.sizes, shard))
@@ -298,29 +241,14 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
                     finished_images += report.planned
                     skipped += len(report.errors)
                     shards_done += 1
-                units_done = sum(s.done for s in shards.values())
-                if board is None:
-                    progress.update(finished_images + units_done, shards_done, skipped, len(failures))
-                    continue
-                if snapshot_ref is not None and ray.wait([snapshot_ref], timeout=0)[0]:
-                    try:
-                        partial = ray.get(snapshot_ref)
-                    except ray.exceptions.RayActorError:   # its node died: progress only, so start another
-                        log.warning("the progress actor died; restarting it (shard results are unaffected)")
-                        board = _new_board()
-                    snapshot_ref = None
-                if snapshot_ref is None and time.monotonic() - last_snapshot >= TASK_PROGRESS_S:
-                    snapshot_ref, last_snapshot = board.snapshot.remote(job), time.monotonic()
-                running_ids = {s.task.index for s in shards.values()}
-                in_progress = sum(n for k, n in partial.items() if k in running_ids)
-                progress.update(finished_images + units_done + in_progress, shards_done, skipped, len(failures))
+                # Per-image progress: the images of finished units (a whole-shard task's, once it is done).
+                progress.update(finished_images + sum(s.done for s in shards.values()), shards_done, skipped,
+                                len(failures))
         except BaseException:
             _cancel(list(running | shards.keys()))
             raise
         finally:
             progress.stop_clock()
-            if board is not None:
-                board.forget.remote(job)
     return failures
 
 
