@@ -105,7 +105,7 @@ class BenchReport:
                         14.0, "x", note="" if sixteen in c.seconds else
                         f"this machine has {cores} cores; run bench.workers=[1,2,4,8,16] on one with 16 or more"))
         cmd = self.command
-        t.append(Target("whole command: fixed costs beyond Ray start-up and shutdown", cmd.fixed_s if cmd else None,
+        t.append(Target("whole command: fixed costs beyond Ray's import, start-up and shutdown", cmd.fixed_s if cmd else None,
                         1.0, "s", at_least=False, note="" if cmd else "bench.command=false"))
         t += [
             Target("random ds[i], decode=False, vs txn.get loop", r.per_s("get/ds") / r.per_s("get/bare"), 0.7, "x"),
@@ -142,7 +142,7 @@ class BenchReport:
         cmd = self.command
         if cmd is not None:
             lines += ["", f"  whole command (jobs/convert.py --config-name imagenet, {cmd.images} images): {cmd.wall_s:.2f} s",
-                      f"    Ray start-up {cmd.ray_startup_s:.2f} s, shards {cmd.shards_s:.2f} s "
+                      f"    import ray {cmd.ray_import_s:.2f} s, Ray start-up {cmd.ray_startup_s:.2f} s, shards {cmd.shards_s:.2f} s "
                       f"({cmd.images / max(cmd.shards_s, 1e-9):.0f} images/s), Ray shutdown {cmd.ray_shutdown_s:.2f} s"]
             lines += [f"    fixed: {name:<44} {seconds:6.2f} s" for name, seconds in cmd.fixed.items()]
         o = self.opened
