@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,21 @@ class Listing:
 
     root: str
     classes: list[str]
-    paths: Sequence[str]
-    labels: Sequence[int]
+    paths: Sequence[str]     # a PathTable (or IndexNames for a python source) once constructed
+    labels: Sequence[int]    # an int32 array once constructed
     warnings: list[str] = field(default_factory=list)
     kind: str = "imagefolder"
-    mask_paths: Optional[list[str]] = None
+    mask_paths: Optional[Sequence[str]] = None
     identity: Optional[str] = None
+    _digest: list = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Compact from the start: no per-sample Python objects are held for the whole run.
+        if not isinstance(self.paths, (PathTable, IndexNames)):
+            object.__setattr__(self, "paths", PathTable.of(self.paths))
+        if self.mask_paths is not None and not isinstance(self.mask_paths, PathTable):
+            object.__setattr__(self, "mask_paths", PathTable.of(self.mask_paths))
+        object.__setattr__(self, "labels", np.asarray(self.labels, dtype=np.int32).reshape(-1))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -48,14 +59,27 @@ class Listing:
         return self.root if self.kind == "python" else os.path.abspath(self.root)
 
     def digest(self) -> str:
-        """sha256 over (label, path[, mask]) in order: equal digests mean the same files and labels."""
+        """sha256 over (label, path[, mask]) in order: equal digests mean the same files and labels.
+        Computed once per listing."""
+        if not self._digest:
+            self._digest.append(self._compute_digest())
+        return self._digest[0]
+
+    def _compute_digest(self) -> str:
         if self.identity is not None:
             return hashlib.sha256(f"{self.kind}\t{self.identity}\t{len(self)}".encode()).hexdigest()
         h = hashlib.sha256()
-        masks = self.mask_paths or ()
-        for i, (path, label) in enumerate(zip(self.paths, self.labels)):
-            mask = b"\t" + os.fsencode(masks[i]) if masks else b""
-            h.update(b"%d\t" % label + os.fsencode(path) + mask + b"\n")
+        paths, masks = self.paths, self.mask_paths
+        step = 1 << 16
+        for start in range(0, len(self), step):
+            stop = min(start + step, len(self))
+            labels = self.labels[start:stop].tolist()
+            if masks is None:
+                lines = [b"%d\t%b\n" % (lbl, p) for lbl, p in zip(labels, paths.raw_range(start, stop))]
+            else:
+                lines = [b"%d\t%b\t%b\n" % (lbl, p, m) for lbl, p, m in
+                         zip(labels, paths.raw_range(start, stop), masks.raw_range(start, stop))]
+            h.update(b"".join(lines))
         return h.hexdigest()
 
 
@@ -89,3 +113,65 @@ class IndexNames(Sequence[str]):
         if not -self.n <= i < self.n:
             raise IndexError(i)
         return f"{self.name}[{i % self.n}]"
+
+
+class PathTable(Sequence[str]):
+    """Paths as one bytes buffer plus offsets: about 1 byte per path byte and 8 per path, no Python
+    object per path. ``table[i]`` is the path as ``os.listdir`` returns it (``os.fsdecode`` of the
+    exact bytes, so names that are not UTF-8 round-trip)."""
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray):
+        self.data = np.asarray(data, dtype=np.uint8).reshape(-1)       # every path's bytes, concatenated
+        self.offsets = np.asarray(offsets, dtype=np.int64).reshape(-1)  # len + 1 entries, offsets[0] == 0
+        if len(self.offsets) == 0 or self.offsets[0] != 0 or self.offsets[-1] != len(self.data):
+            raise ValueError(f"path table offsets must run from 0 to {len(self.data)}")
+
+    @classmethod
+    def of(cls, paths: Iterable[str]) -> "PathTable":
+        return cls.from_bytes([os.fsencode(p) for p in paths])
+
+    @classmethod
+    def from_bytes(cls, raw: list[bytes]) -> "PathTable":
+        lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+        offsets = np.zeros(len(raw) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return cls(np.frombuffer(b"".join(raw), dtype=np.uint8), offsets)
+
+    @classmethod
+    def concat(cls, tables: Sequence["PathTable"]) -> "PathTable":
+        if not tables:
+            return cls(np.zeros(0, np.uint8), np.zeros(1, np.int64))
+        data = np.concatenate([t.data for t in tables])
+        shifts = np.cumsum([0] + [len(t.data) for t in tables[:-1]])
+        offsets = np.concatenate([tables[0].offsets[:1]] + [t.offsets[1:] + s for t, s in zip(tables, shifts)])
+        return cls(data, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def raw(self, i: int) -> bytes:
+        return self.data[self.offsets[i]:self.offsets[i + 1]].tobytes()
+
+    def raw_range(self, start: int, stop: int) -> list[bytes]:
+        """The exact bytes of paths ``start .. stop-1``."""
+        offsets = self.offsets[start:stop + 1].tolist()
+        base = offsets[0]
+        blob = self.data[base:offsets[-1]].tobytes()
+        return [blob[a - base:b - base] for a, b in zip(offsets, offsets[1:])]
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(i)
+        return os.fsdecode(self.raw(int(i) % n))
+
+    def __iter__(self):
+        step = 1 << 16
+        for start in range(0, len(self), step):
+            yield from map(os.fsdecode, self.raw_range(start, min(start + step, len(self))))
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes + self.offsets.nbytes

@@ -96,7 +96,7 @@ def _read(root: str, item: ShardItem, limit: int) -> tuple[tuple | None, SampleE
 def _fetched(task: ShardTask, python: PythonSource) -> Iterator[tuple[ShardItem, object, SampleError | None, float]]:
     """A python source's items in item order: the task builds the dataset and indexes it."""
     dataset = python.open()
-    for item in task.items:
+    for item in task.item_range(0, task.count):
         t = time.perf_counter()
         try:
             value, error = dataset[item.source_index], None
@@ -125,7 +125,7 @@ def prefetched(task: ShardTask, python: Optional[PythonSource],
         return
     with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="lmdbshard-read") as pool:
         window: deque = deque()
-        items = iter(task.items)
+        items = iter(task.item_range(0, task.count))
 
         def refill() -> None:
             while len(window) < PREFETCH and _buffered(window) < PREFETCH_BYTES:
