@@ -138,12 +138,19 @@ class PathTable(Sequence[str]):
         return cls(np.frombuffer(b"".join(raw), dtype=np.uint8), offsets)
 
     @classmethod
-    def concat(cls, tables: Sequence["PathTable"]) -> "PathTable":
-        if not tables:
-            return cls(np.zeros(0, np.uint8), np.zeros(1, np.int64))
-        data = np.concatenate([t.data for t in tables])
-        shifts = np.cumsum([0] + [len(t.data) for t in tables[:-1]])
-        offsets = np.concatenate([tables[0].offsets[:1]] + [t.offsets[1:] + s for t, s in zip(tables, shifts)])
+    def concat(cls, tables: list["PathTable"]) -> "PathTable":
+        """The tables one after another. Consumes ``tables`` (it is left empty), releasing each part
+        once copied, so that the parts and the whole are never all held at once."""
+        data = np.empty(sum(len(t.data) for t in tables), dtype=np.uint8)
+        offsets = np.zeros(sum(len(t) for t in tables) + 1, dtype=np.int64)
+        at = count = 0
+        tables.reverse()
+        while tables:
+            t = tables.pop()
+            data[at:at + len(t.data)] = t.data
+            offsets[count + 1:count + len(t) + 1] = t.offsets[1:] + at
+            at, count = at + len(t.data), count + len(t)
+            del t
         return cls(data, offsets)
 
     def __len__(self) -> int:

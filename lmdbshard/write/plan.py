@@ -17,6 +17,9 @@ import numpy as np
 from lmdbshard.format.splitmix import mix64
 
 
+KEY_CHUNK = 1 << 20   # sort keys computed per chunk of items
+
+
 @dataclass(frozen=True)
 class Plan:
     num_sources: int
@@ -56,7 +59,11 @@ def make_plan(num_sources: int, seed: int, shard_size: int, rounds: int = 1) -> 
     if num_sources <= 0 or shard_size <= 0 or rounds <= 0:
         raise ValueError(f"plan needs positive sizes, got sources={num_sources}, shard_size={shard_size}, rounds={rounds}")
     n = num_sources * rounds
-    with np.errstate(over="ignore"):
-        keys = mix64(np.arange(n, dtype=np.uint64) ^ mix64(seed))
-    order = np.argsort(keys, kind="stable").astype(np.int64)
+    salt = mix64(seed)
+    keys = np.empty(n, dtype=np.uint64)
+    for start in range(0, n, KEY_CHUNK):   # in chunks: the temporaries of mix64 stay small
+        stop = min(start + KEY_CHUNK, n)
+        with np.errstate(over="ignore"):
+            keys[start:stop] = mix64(np.arange(start, stop, dtype=np.uint64) ^ salt)
+    order = np.argsort(keys, kind="stable").astype(np.int64, copy=False)
     return Plan(num_sources, seed, shard_size, rounds, order)

@@ -36,8 +36,10 @@ def list_imagefolder(root: str, extensions: list[str] | tuple[str, ...]) -> List
         warnings += notes
         if not len(table):
             warnings.append(f"class folder {name!r} (label {label}) has no images with extensions {', '.join(exts)}")
-    paths = PathTable.concat([table for table, _ in found])
     labels = np.repeat(np.arange(len(classes), dtype=np.int32), [len(table) for table, _ in found])
+    tables = [table for table, _ in found]
+    del found
+    paths = PathTable.concat(tables)
     if not paths:
         raise SourceError(f"source root {root!r} has no images with extensions {', '.join(exts)}; "
                           "check source.root and source.extensions")
