@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import zipfile
 
 import numpy as np
@@ -11,6 +12,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import job, make_tree
+from lmdbshard import RayConfig, convert
+from lmdbshard.write.runner import check_shards_on_ray
+from test_resume import flip_byte_in_record
 from lmdbshard.errors import FormatError, PlanMismatchError
 from lmdbshard.benchmark.scale_plan import synthetic_listing
 from lmdbshard.write.listing import Listing, PathTable
@@ -133,3 +137,18 @@ def test_a_million_paths_are_held_and_stored_compactly(tmp_path):
     assert compressed_paths / n < 8   # ~30 B paths deflate to under 4 B
     back = load_listing(os.path.join(out, LISTING_NAME))
     assert back.paths.raw(n - 1) == listing.paths.raw(n - 1) and np.array_equal(back.labels, listing.labels)
+
+
+def test_the_resume_check_runs_as_ray_tasks_and_the_summary_says_how_long(demo_out, tmp_path, ray_local):
+    tree, src = demo_out
+    out = shutil.copytree(src, str(tmp_path / "copy"))
+    flip_byte_in_record(os.path.join(out, "shards", "shard-000003.lmdb"))
+    saved = json.load(open(os.path.join(out, "plan.json")))
+    plan = make_plan(saved["num_sources"], saved["seed"], saved["shard_size"])
+    kept, notes = OutputDir(out).complete_shards(plan, "checksum", checker=check_shards_on_ray)
+    assert sorted(r.index for r in kept) == [0, 1, 2, 4]
+    assert notes and notes[0].startswith("shard 3 failed its checksum check and is rebuilt")
+    # with ray.address (a cluster) the rerun's check runs on Ray (the test session's cluster is up already)
+    result = convert(job(tree.root, out, ray=RayConfig(address="auto", max_in_flight=4)))
+    assert (result.shards_reused, result.shards_built) == (4, 1)
+    assert "  resume check    " in result.summary() and result.check_s > 0

@@ -11,6 +11,7 @@ The coordinator, in phases:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -35,10 +36,11 @@ from lmdbshard.write.report import ReportSet, ShardReport, stage_seconds
 from lmdbshard.write.resume import OutputDir, identity_hash
 from lmdbshard.write.plan import Plan, make_plan
 from lmdbshard.write.progress import Progress, stage_fractions, stage_shares
-from lmdbshard.write.runner import pickle_for_workers, ray_session, run_shards
+from lmdbshard.write.runner import check_shards_on_ray, pickle_for_workers, ray_session, run_shards
 from lmdbshard.write.task import STAGES, ItemTable, ShardTask, WriteOptions
 from lmdbshard.write.sources import list_source
 from lmdbshard.write.sources.python import PythonSource, python_source
+from lmdbshard.read.verify import check_shards
 
 log = logging.getLogger("lmdbshard")
 
@@ -197,13 +199,22 @@ def _reuse(job: Job) -> tuple[ReportSet, float]:
     for w in listing.warnings:
         log.warning("%s", w)
     t = time.monotonic()
-    reports, notes = job.output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), job.record_format)
+    # On a cluster the check runs as Ray tasks spread over its nodes; on one machine, on driver threads.
+    checker = check_shards_on_ray if _checks_on_ray(job) else check_shards
+    reports, notes = job.output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), job.record_format,
+                                                checker=checker)
     if reports:
         log.info("kept %d complete shards from an earlier run (checked by %s in %.1f s); %d to build",
                  len(reports), cfg.resume_check, time.monotonic() - t, plan.num_shards - len(reports))
     for note in notes:
         log.warning("%s", note)
     return reports, time.monotonic() - t
+
+
+def _checks_on_ray(job: Job) -> bool:
+    """Whether a rerun checks an earlier run's shards on the Ray cluster (``ray.address`` given)."""
+    return (job.cfg.ray.address is not None and job.cfg.resume_check != "size"
+            and os.path.exists(job.output.plan_path) and not job.cfg.overwrite)
 
 
 def _run(job: Job, reports: ReportSet) -> RunTimes:
@@ -287,9 +298,12 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
     job = _start(cfg, dataset)
     os.makedirs(job.out, exist_ok=True)
     with OutputLock(job.out):
+        resuming = _checks_on_ray(job)   # before prepare writes the plan
         job.output.prepare(job.cfg, job.listing, job.plan)
-        reports, check_s = _reuse(job)
-        times = _run(job, reports)
+        # Joined once for the check and the run (ray_session does not restart a session that is up).
+        with ray_session(job.cfg.ray) if resuming else contextlib.nullcontext():
+            reports, check_s = _reuse(job)
+            times = _run(job, reports)
         result = dataclasses.replace(_result(job, reports, times, time.monotonic() - t0),
                                      check_s=check_s if len(reports) else 0.0)
         _commit(job, reports, result)

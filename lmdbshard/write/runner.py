@@ -180,3 +180,18 @@ def _reason(exc: BaseException) -> str:
         return f"{type(cause).__name__}: {cause}"
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+def check_shards_on_ray(expectations: list, decode: bool = True) -> tuple[int, list]:
+    """``verify.check_shards`` as Ray tasks spread over the cluster's nodes (the shard files must be
+    reachable from every node, as for writing them): up to four tasks per CPU, a few shards each, every
+    task scanning its shards with read-ahead. Returns (records read, problems in shard order)."""
+    from lmdbshard.read.verify import check_shards
+    expectations = list(expectations)
+    if not expectations:
+        return 0, []
+    tasks = min(len(expectations), 4 * max(1, int(ray.cluster_resources().get("CPU", 1))))
+    remote = ray.remote(check_shards).options(num_cpus=1, scheduling_strategy="SPREAD", max_retries=3)
+    results = ray.get([remote.remote(expectations[i::tasks], decode, 2) for i in range(tasks)])
+    problems = sorted((p for _, found in results for p in found), key=lambda p: p.shard if p.shard is not None else -1)
+    return sum(n for n, _ in results), problems
