@@ -69,18 +69,46 @@ class Listing:
         if self.identity is not None:
             return hashlib.sha256(f"{self.kind}\t{self.identity}\t{len(self)}".encode()).hexdigest()
         h = hashlib.sha256()
-        paths, masks = self.paths, self.mask_paths
-        step = 1 << 16
-        for start in range(0, len(self), step):
-            stop = min(start + step, len(self))
-            labels = self.labels[start:stop].tolist()
-            if masks is None:
-                lines = [b"%d\t%b\n" % (lbl, p) for lbl, p in zip(labels, paths.raw_range(start, stop))]
-            else:
-                lines = [b"%d\t%b\t%b\n" % (lbl, p, m) for lbl, p, m in
-                         zip(labels, paths.raw_range(start, stop), masks.raw_range(start, stop))]
-            h.update(b"".join(lines))
+        for start in range(0, len(self), DIGEST_CHUNK):
+            stop = min(start + DIGEST_CHUNK, len(self))
+            h.update(_digest_lines(self.labels[start:stop], self.paths, self.mask_paths, start, stop))
         return h.hexdigest()
+
+
+DIGEST_CHUNK = 1 << 14   # items per block of digest lines (a few MB of index arrays)
+
+
+def _segments(dst: np.ndarray, dst_starts: np.ndarray, src: np.ndarray, src_starts: np.ndarray,
+              lengths: np.ndarray) -> None:
+    """Copy ``src[src_starts[i] : +lengths[i]]`` to ``dst[dst_starts[i] : ...]`` for every i, vectorised."""
+    total = int(lengths.sum())
+    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    dst[np.repeat(dst_starts, lengths) + within] = src[np.repeat(src_starts, lengths) + within]
+
+
+def _digest_lines(labels: np.ndarray, paths: "PathTable", masks: Optional["PathTable"], start: int,
+                  stop: int) -> bytes:
+    """``b"%d\t%b\n" % (label, path)`` (``"%d\t%b\t%b\n"`` with masks) for items ``start .. stop-1``,
+    joined: the digest's bytes, built with array operations instead of one format per item."""
+    values, inverse = np.unique(labels, return_inverse=True)
+    texts = [b"%d" % v for v in values.tolist()]
+    text_len = np.array([len(t) for t in texts], dtype=np.int64)
+    text_buf = np.frombuffer(b"".join(texts), dtype=np.uint8)
+    text_at = np.cumsum(text_len) - text_len
+    label_len = text_len[inverse]
+    tables = [paths] + ([masks] if masks is not None else [])
+    parts = [(t.offsets[start:stop], np.diff(t.offsets[start:stop + 1])) for t in tables]
+    line_len = label_len + sum(n for _, n in parts) + len(parts) + 1   # separators and the newline
+    line_at = np.cumsum(line_len) - line_len
+    out = np.empty(int(line_len.sum()), dtype=np.uint8)
+    _segments(out, line_at, text_buf, text_at[inverse], label_len)
+    at = line_at + label_len
+    for table, (offsets, lengths) in zip(tables, parts):
+        out[at] = ord("\t")
+        _segments(out, at + 1, table.data, offsets, lengths)
+        at = at + 1 + lengths
+    out[at] = ord("\n")
+    return out.tobytes()
 
 
 #: The end of a listed path that names a folder the listing could not enter (see the module doc).
