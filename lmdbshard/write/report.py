@@ -38,7 +38,8 @@ class ShardReport:
     def to_json(self) -> dict[str, Any]:
         return {**self.entry.to_json(), "planned": self.planned, "plan_sha256": self.plan_sha256,
                 "errors": [e.to_json() for e in self.errors], "seconds": self.seconds,
-                "passthrough": self.passthrough, "masks": self.masks, "label_counts": self.label_counts}
+                "passthrough": self.passthrough, "masks": self.masks,
+                **({"label_counts": self.label_counts} if self.label_counts else {})}
 
     @classmethod
     def from_json(cls, data: Any, path: str) -> "ShardReport":
