@@ -152,3 +152,12 @@ def test_the_resume_check_runs_as_ray_tasks_and_the_summary_says_how_long(demo_o
     result = convert(job(tree.root, out, ray=RayConfig(address="auto", max_in_flight=4)))
     assert (result.shards_reused, result.shards_built) == (4, 1)
     assert "  resume check    " in result.summary() and result.check_s > 0
+
+
+def test_reports_of_file_sources_hold_no_label_counts_and_the_manifest_still_counts_classes(demo_out):
+    tree, out = demo_out
+    report = json.load(open(os.path.join(out, "reports", "shard-000000.json")))
+    assert "label_counts" not in report
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    per_class = [sum(1 for lbl in tree.files.values() if lbl == k) for k in range(len(manifest["classes"]))]
+    assert manifest["class_counts"] == per_class
