@@ -59,7 +59,7 @@ def clean_env() -> dict:
 
 
 def check_output(out, proc_text: str, images: int) -> None:
-    assert "Ray cluster: 2 node(s), 2 CPUs" in proc_text
+    assert "Ray cluster: 2 nodes, 2 CPUs" in proc_text
     assert f"images written  {images}" in proc_text and "images skipped  0" in proc_text
     with ShardedDataset(str(out)) as ds:
         assert len(ds) == images and {ds[i][1] for i in range(len(ds))} == {0, 1, 2}

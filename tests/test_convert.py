@@ -179,7 +179,7 @@ def test_on_error_fail_stops_and_keeps_no_manifest(ray_local, tree, tmp_path):
     with open(os.path.join(tree.root, "dog/broken.jpg"), "wb") as f:
         f.write(b"garbage")
     out = str(tmp_path / "out")
-    with pytest.raises(JobFailedError, match=r"shard\(s\) failed.*dog/broken.jpg.*rerun"):
+    with pytest.raises(JobFailedError, match=r"1 shard failed.*dog/broken.jpg.*rerun"):
         convert(job(tree.root, out, on_error="fail"))
     assert not os.path.exists(os.path.join(out, "manifest.json"))
     assert not glob.glob(os.path.join(out, "shards", "*partial*"))

@@ -83,7 +83,7 @@ def test_damaged_shards_are_named_refused_and_rebuilt(raw_copy, ray_local, caplo
 
     run = cli("verify", out, "--progress", "none")
     assert run.returncode == 1, run.stderr
-    assert "FAILED" in run.stdout and "shard(s) 0, 1, 2, 3;" in run.stdout
+    assert "FAILED" in run.stdout and "in shards 0, 1, 2, 3;" in run.stdout
     for k, (_, says) in FAULTS.items():
         assert f"shard {k}: {shard(out, k)} is damaged: " in run.stdout and says in run.stdout
 

@@ -32,7 +32,7 @@ def test_job_converts_and_prints_summary(tmp_path):
     assert "img/s ETA" in last and "shards 3/3 reused 0 failed 0 skipped 0 stages " in last
     assert all(f"{stage} " in last.split(" stages ")[1] for stage in ("read", "decode", "transform", "encode", "write"))
     assert "\r" not in proc.stderr and "it/s" not in proc.stderr            # no tqdm bar
-    assert "Ray cluster: 1 node(s), 2 CPUs" in proc.stderr
+    assert "Ray cluster: 1 node, 2 CPUs" in proc.stderr
     shares = [ln for ln in proc.stdout.splitlines() if ln.startswith("  stage time")][0]
     assert all(stage in shares for stage in ("read", "decode", "transform", "encode", "write"))
     assert (out / "manifest.json").exists()
