@@ -20,7 +20,7 @@ TEST_STAMP := $(VENV)/.lmdbshard-test-installed
 .PHONY: convert test bench setup clean help
 
 help:
-	@sed -n '1,6p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '/^#/!q; s/^# \{0,1\}//p' Makefile
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,10 +41,10 @@ test: $(TEST_STAMP)
 setup: $(STAMP)
 
 convert: $(STAMP)
-	$(PY) jobs/convert.py --config-name $(CONF) $(ARGS)
+	@$(PY) jobs/convert.py --config-name $(CONF) $(ARGS)
 
 bench: $(STAMP)
-	$(PY) jobs/bench.py $(ARGS)
+	@$(PY) jobs/benchmark.py $(ARGS)
 
 
 clean:

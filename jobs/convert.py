@@ -1,40 +1,32 @@
-"""Hydra entry point: compose conf/<name>.yaml with overrides, build the typed config, convert.
+"""Hydra entry point of ``make convert``: compose conf/<name>.yaml with overrides, build the typed config, convert.
 
     python jobs/convert.py --config-name imagenet source.root=/data/train out=/data/out
     python jobs/convert.py --config-name imagenet -m +split=train,val imagenet.root=/data/imagenet imagenet.out=/data/in1k
 """
 
-import logging
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from lmdbshard import ConfigError, LmdbshardError, convert, parse_config
-from lmdbshard.tools.demo import DemoSpec, make_imagefolder
+from hydra_app import ConvertJob, check_command_line, composed, conversion, conversion_configs, reported
+from lmdbshard import convert
+from lmdbshard.tools.demo import make_imagefolder
 
-log = logging.getLogger("lmdbshard")
+DEFAULT = "demo"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="demo")
+@hydra.main(version_base="1.3", config_path="../conf", config_name=DEFAULT)
 def main(cfg: DictConfig) -> None:
-    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    demo = data.pop("demo", None)
-    data.pop("imagenet", None)   # conf/imagenet.yaml's paths, already interpolated into source and out
-    try:
-        job = parse_config(data)
-        if demo is not None:
-            try:
-                spec = DemoSpec(**demo)
-            except TypeError as exc:   # an unknown demo.* key; any other TypeError is a bug and keeps its traceback
-                raise ConfigError(f"demo: {exc}") from None
-            make_imagefolder(job.source.root, spec)
-        result = convert(job)
-    except (LmdbshardError, OSError) as exc:
-        print(f"lmdbshard: error: {exc}", file=sys.stderr)
-        sys.exit(2 if isinstance(exc, ValueError) else 1)
+    with reported():
+        job: ConvertJob = composed(cfg)
+        if job.demo is not None and job.source.root:
+            make_imagefolder(job.source.root, job.demo)
+        result = convert(conversion(job))
     print(result.summary())
 
 
 if __name__ == "__main__":
+    with reported():
+        check_command_line(sys.argv[1:], ConvertJob, conversion_configs(), DEFAULT)
     main()

@@ -1,62 +1,32 @@
-"""Shared fixtures: real image trees made deterministically, and one small local Ray cluster."""
+"""Fixtures: real image trees made deterministically, and one small local Ray cluster.
+
+Plain helpers live in helpers.py; a test module imports them from there, never from here.
+Every test that uses a fixture which starts Ray is marked ``ray``, so ``pytest -m "not ray"``
+is the fast loop of pure tests. A test that starts Ray another way (a job run in a subprocess)
+carries ``@pytest.mark.ray`` itself.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-from dataclasses import dataclass
 
 import pytest
-from PIL import Image
 
-from pydatasets import pixels  # noqa: F401  (one definition: Ray workers import pydatasets, not conftest)
+from helpers import Tree, job, make_tree
 
-from lmdbshard import ConvertConfig, RayConfig, SourceConfig, StorageConfig, TransformConfig
-
-CLASSES = ["cat", "dog", "zebra"]
+#: Fixtures that start (or join) a Ray cluster; a test using one, directly or through another, is ``ray``.
+RAY_FIXTURES = {"ray_local", "cluster"}
 
 
-@dataclass
-class Tree:
-    root: str
-    files: dict[str, int]   # relative path -> label, for every valid image
-
-
-def make_tree(root: str, per_class: int = 7, classes=CLASSES) -> Tree:
-    """root/<class>/img_NN.jpg (varied sizes and aspect ratios), plus a PNG, an upper-case extension
-    and a nested folder in each class."""
-    files = {}
-    for label, name in enumerate(classes):
-        for i in range(per_class):
-            size = (40 + 13 * ((i * 7 + label) % 9), 36 + 11 * ((i * 5 + label * 3) % 8))
-            arr = pixels(label, i, size)
-            if i == 1:
-                rel = f"{name}/img_{i:02d}.png"
-            elif i == 2:
-                rel = f"{name}/sub/deeper/img_{i:02d}.JPEG"
-            else:
-                rel = f"{name}/img_{i:02d}.jpg"
-            path = os.path.join(root, rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            Image.fromarray(arr).save(path, "PNG" if rel.endswith(".png") else "JPEG", quality=92)
-            files[rel] = label
-        with open(os.path.join(root, name, "notes.txt"), "w") as f:   # not an image extension: ignored
-            f.write("not an image")
-    return Tree(root, files)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture
 def tree(tmp_path) -> Tree:
     return make_tree(str(tmp_path / "src"))
-
-
-def job(src: str, out: str, **kw) -> ConvertConfig:
-    """A conversion config for tests: small shards, quiet progress, the shared Ray cluster."""
-    transform = kw.pop("transform", TransformConfig(resize_shorter=32))
-    storage = kw.pop("storage", StorageConfig(encoding="jpeg", quality=90))
-    ray = kw.pop("ray", RayConfig(max_in_flight=4))
-    return ConvertConfig(source=SourceConfig(root=src), out=out, transform=transform, storage=storage,
-                         ray=ray, progress="none", **{"shard_size": 5, **kw})
 
 
 @pytest.fixture(scope="session")
@@ -80,23 +50,3 @@ def demo_out(ray_local, tmp_path_factory):
     t = make_tree(str(base / "src"))
     convert(job(t.root, str(base / "out")))
     return t, str(base / "out")
-
-
-def copytree(src: str, dst: str) -> str:
-    shutil.copytree(src, dst)
-    return dst
-
-
-def assert_exactly_once(per_rank: list[list[int]], n: int, drop_last: bool) -> None:
-    """The split promise: equal counts per rank; every index once; padding only as documented."""
-    from collections import Counter
-    counts = {len(r) for r in per_rank}
-    assert len(counts) <= 1, f"ranks got different counts: {[len(r) for r in per_rank]}"
-    m = counts.pop() if counts else 0
-    seen = Counter(i for r in per_rank for i in r)
-    assert set(seen) <= set(range(n))
-    if drop_last:
-        assert m == n // len(per_rank) and max(seen.values(), default=1) == 1
-    else:
-        assert m == -(-n // len(per_rank)) and set(seen) == set(range(n))
-        assert sum(seen.values()) - n == m * len(per_rank) - n   # only the padding repeats

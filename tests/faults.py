@@ -1,13 +1,20 @@
-"""Tools for fault-injection tests: an image file that holds its reader until released, and finding
-the process that is reading it, so a test can kill exactly the worker that is mid-shard."""
+"""Tools for fault-injection tests: an image file that holds its reader until released, a dataset that
+reads it (lmdbshard itself reads only regular files), finding the process that is reading it (so a test
+can kill exactly the worker that is mid-shard), and a real driver process whose session holds every
+process it starts."""
 
 from __future__ import annotations
 
 import errno
+import io
 import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Callable
+
+from PIL import Image
 
 
 class FifoImage:
@@ -59,6 +66,34 @@ class FifoImage:
             f.write(self.data)
 
 
+class HeldFolder:
+    """The images of an ImageFolder tree (``root/<class>/**/<image>``) as a python source,
+    ``source.target=faults:HeldFolder source.args=[root]``. The dataset opens its files itself, as a
+    user's dataset does, so a ``FifoImage`` among them keeps the task that reaches it waiting."""
+
+    EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+    def __init__(self, root: str):
+        self.root = root
+        self.classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        self.items = sorted((os.path.relpath(os.path.join(folder, name), root), label)
+                            for label, c in enumerate(self.classes) for folder, _, names in os.walk(os.path.join(root, c))
+                            for name in names if name.lower().endswith(self.EXTENSIONS))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        rel, label = self.items[i]
+        with open(os.path.join(self.root, rel), "rb") as f:
+            return Image.open(io.BytesIO(f.read())), label
+
+
+def held_source(root: str):
+    from lmdbshard import SourceConfig
+    return SourceConfig(kind="python", target="faults:HeldFolder", args=[root])
+
+
 def readers_of(path: str) -> list[int]:
     """PIDs of other processes with ``path`` open (a scan of /proc/*/fd)."""
     target = os.path.realpath(path)
@@ -85,3 +120,42 @@ def wait_for(condition: Callable[[], object], timeout: float = 120.0, what: str 
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TESTS)
+DRIVER_ARGS = ["shard_size=5", "transform.resize_shorter=32", "storage.quality=90", "progress=log",
+               "log_interval_s=0.2", "ray.num_cpus=2", "ray.max_in_flight=4"]
+
+
+def start_driver(src: str, out: str, *overrides: str) -> subprocess.Popen:
+    """``jobs/convert.py`` as a user runs it, over ``HeldFolder(src)``, in a session of its own: a signal to its process group is
+    what a terminal's Ctrl-C sends, and the session finds every process it started (Ray's included)."""
+    cmd = [sys.executable, os.path.join(REPO, "jobs", "convert.py"), "--config-name", "base", "source=python",
+           "source.target=faults:HeldFolder", f"source.args=['{src}']", f"out={out}", *DRIVER_ARGS, *overrides]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env=env_with_tests())
+
+
+def env_with_tests() -> dict[str, str]:
+    """This environment, with the tests folder on PYTHONPATH: Ray workers import HeldFolder from there."""
+    path = os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def session_processes(sid: int) -> dict[int, str]:
+    """Live processes of session ``sid`` (pid -> command line); zombies are left out."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) != sid or fields[0] == "Z":
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                found[int(pid)] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 from PIL import Image
 
@@ -34,6 +37,26 @@ class Squares:
             mask = (np.arange(arr.shape[0] * arr.shape[1]).reshape(arr.shape[:2]) % 5).astype(np.uint8)
             return Image.fromarray(arr), mask
         return arr, i % 3
+
+
+class Held(Squares):
+    """``n`` Squares whose every read waits until the file ``release`` exists. Before it waits, a read
+    leaves an empty file named after its process id in the folder ``readers``, so that a test sees
+    which processes read at the same time. A read that waits ``timeout`` seconds fails."""
+
+    def __init__(self, n: int, readers: str, release: str, timeout: float = 300.0):
+        super().__init__(n)
+        self.readers, self.release, self.timeout = readers, release, timeout
+
+    def __getitem__(self, i: int):
+        os.makedirs(self.readers, exist_ok=True)
+        open(os.path.join(self.readers, str(os.getpid())), "w").close()
+        deadline = time.monotonic() + self.timeout
+        while not os.path.exists(self.release):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.release} did not appear within {self.timeout:.0f} s")
+            time.sleep(0.02)
+        return super().__getitem__(i)
 
 
 class Broken:

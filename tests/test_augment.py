@@ -13,8 +13,7 @@ from lmdbshard import AugmentConfig, AugmentOp, ConfigError, ShardedDataset, Sto
 from lmdbshard import parse_config
 
 import reference as ref
-from conftest import job
-from test_convert import reference_rgb, sources, stored_items
+from helpers import job, reference_rgb, sources, stored_items
 
 OPS = [AugmentOp(op="random_resized_crop", size=24, scale=[0.3, 1.0]),
        AugmentOp(op="hflip", p=0.5),
@@ -23,7 +22,7 @@ OPS = [AugmentOp(op="random_resized_crop", size=24, scale=[0.3, 1.0]),
 
 @pytest.fixture(scope="module")
 def augmented(ray_local, tmp_path_factory):
-    from conftest import make_tree
+    from helpers import make_tree
     base = tmp_path_factory.mktemp("aug")
     tree = make_tree(str(base / "src"), per_class=4)
     out = str(base / "out")

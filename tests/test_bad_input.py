@@ -25,7 +25,7 @@ from lmdbshard import StorageConfig, TransformConfig, convert
 from lmdbshard.format.record import raw_array, unpack_record
 from lmdbshard.write.resume import OutputDir
 
-from conftest import job, make_tree, pixels
+from helpers import job, make_tree, pixels
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 NON_UTF8 = os.fsdecode(b"dog/caf\xe9_latin1.png")     # a Latin-1 file name: not valid UTF-8

@@ -20,10 +20,11 @@ ROWS = ["bare chain, multiprocessing.Pool(1)", "lmdbshard, 1 Ray worker", "bare 
         "ShardStream, jpeg decoded", "ImageFolder-style", "ShardedDataset(root) over 20 shards"]
 
 
+@pytest.mark.ray   # the job starts its own Ray cluster
 def test_bench_job_prints_every_row_and_target(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "jobs", "bench.py"), f"bench.corpus.dir={tmp_path / 'corpus'}",
+        [sys.executable, os.path.join(ROOT, "jobs", "benchmark.py"), f"bench.corpus_dir={tmp_path / 'corpus'}",
          "bench.corpus.classes=4", "bench.corpus.per_class=10", "bench.corpus.short_side=[120,160]",
          f"bench.work={tmp_path / 'work'}", f"bench.json={out}", "bench.repeats=1", "bench.read_repeats=1",
          "bench.read_samples=50", "bench.read_seconds=0.2", "bench.open_shards=20", "shard_size=8",
@@ -51,6 +52,8 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
     ({"repeats": 0}, "bench.repeats must be a positive integer"),
     ({"source": "/no/such/folder"}, "is not a directory"),
     ({"read_seconds": 0}, "bench.read_seconds must be > 0"),
+    ({"corpus": {"short_side": [300]}}, r"bench.corpus.short_side must be \[low, high\] with 0 < low <= high, got \[300\]"),
+    ({"corpus": {"classes": 0}}, "bench.corpus.classes must be a positive integer, got 0"),
 ])
 def test_bench_config_is_refused_before_any_work(data, match):
     with pytest.raises(ConfigError, match=match):
@@ -60,3 +63,12 @@ def test_bench_config_is_refused_before_any_work(data, match):
 def test_unknown_bench_key_is_refused():
     with pytest.raises(ConfigError, match="did you mean repeats"):
         parse_config({"repeat": 2}, BenchConfig)
+    with pytest.raises(ConfigError, match=r"^unknown config key 'corpus.dir'; known keys: aspect, classes, detail, per_class, quality, seed, short_side$"):
+        parse_config({"corpus": {"dir": "x"}}, BenchConfig)
+
+
+def test_bench_job_refuses_a_typo_before_any_work():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "jobs", "benchmark.py"), "bench.worker=[1]"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["lmdbshard: error: unknown config key 'bench.worker'; did you mean bench.workers?"]

@@ -8,7 +8,7 @@ import pytest
 from lmdbshard.write.resume import OutputDir
 from lmdbshard import ClassMismatchError, ShardedDataset, convert
 
-from conftest import job, make_tree
+from helpers import job, make_tree
 
 
 @pytest.fixture(scope="module")

@@ -10,51 +10,13 @@ import os
 import lmdb
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 from lmdbshard import JobFailedError, PlanMismatchError, ShardedDataset, StorageConfig, TransformConfig, convert
 from lmdbshard.format.record import decode_key
 from lmdbshard.format.record import RecordHasher
-from lmdbshard.write.resume import OutputDir
 
-from conftest import job, make_tree
-
-
-def reference_rgb(path: str, shorter: int | None, crop: int | None = None,
-                  resample=Image.Resampling.BILINEAR) -> np.ndarray:
-    """The documented pipeline written out with plain Pillow calls: draft, EXIF, RGB, resize, crop."""
-    img = Image.open(path)
-    w, h = img.size
-    if shorter:
-        size = (shorter, round(h * shorter / w)) if w <= h else (round(w * shorter / h), shorter)
-        if img.format == "JPEG":
-            img.draft("RGB", size)
-    img = ImageOps.exif_transpose(img).convert("RGB")
-    if shorter:
-        w, h = img.size
-        size = (shorter, round(h * shorter / w)) if w <= h else (round(w * shorter / h), shorter)
-        if size != img.size:
-            img = img.resize(size, resample, reducing_gap=3.0)
-    if crop:
-        left, top = int(round((img.width - crop) / 2.0)), int(round((img.height - crop) / 2.0))
-        img = img.crop((left, top, left + crop, top + crop))
-    return np.asarray(img)
-
-
-def stored_items(out: str) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) of every shard, in shard then key order, read with plain lmdb."""
-    items = []
-    for path in sorted(glob.glob(os.path.join(out, "shards", "*.lmdb"))):
-        env = lmdb.open(path, subdir=False, readonly=True, lock=False)
-        with env.begin() as txn:
-            items.extend((bytes(k), bytes(v)) for k, v in txn.cursor())
-        env.close()
-    return items
-
-
-def sources(out: str) -> list[str]:
-    """Source paths by source index, from plan.json."""
-    return OutputDir(out).source_paths()
+from helpers import job, make_tree, reference_rgb, sources, stored_items
 
 
 def test_every_image_once_with_its_label(demo_out):
@@ -217,7 +179,7 @@ def test_on_error_fail_stops_and_keeps_no_manifest(ray_local, tree, tmp_path):
     with open(os.path.join(tree.root, "dog/broken.jpg"), "wb") as f:
         f.write(b"garbage")
     out = str(tmp_path / "out")
-    with pytest.raises(JobFailedError, match=r"shard\(s\) failed.*dog/broken.jpg.*rerun"):
+    with pytest.raises(JobFailedError, match=r"1 shard failed.*dog/broken.jpg.*rerun"):
         convert(job(tree.root, out, on_error="fail"))
     assert not os.path.exists(os.path.join(out, "manifest.json"))
     assert not glob.glob(os.path.join(out, "shards", "*partial*"))

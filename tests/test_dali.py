@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import job, pixels
+from helpers import job, pixels
 
 if os.environ.get("DALI", "") in ("", "0"):
     pytest.skip("DALI's caffe reader runs only with DALI=1 (make test DALI=1 installs nvidia-dali-cuda120, "

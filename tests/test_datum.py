@@ -17,8 +17,7 @@ from PIL import Image
 
 from lmdbshard import ShardedDataset, SourceConfig, StorageConfig, TransformConfig, convert, verify
 
-from conftest import job, pixels
-from test_convert import reference_rgb, sources
+from helpers import job, pixels, reference_rgb, sources
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from lmdbshard.tools.demo import DemoSpec, make_imagefolder
-from lmdbshard.errors import SourceError
+from lmdbshard.errors import ConfigError, SourceError
 
 SPEC = DemoSpec(classes=3, per_class=4)
 
@@ -51,3 +51,14 @@ def test_never_replaces_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(SourceError, match="not made by the demo generator; refusing.*CONF=imagenet"):
         make_imagefolder(str(tmp_path / "photos"), SPEC)
     assert (mine / "precious.jpg").read_bytes() == b"family photo"
+
+
+@pytest.mark.parametrize("spec, match", [
+    (DemoSpec(classes=0), r"demo.classes must be a positive integer, got 0"),
+    (DemoSpec(short_side=[300, 200]), r"demo.short_side must be \[low, high\] with 0 < low <= high"),
+    (DemoSpec(quality=[90, 101]), r"demo.quality must be within \[1, 100\]"),
+])
+def test_a_bad_spec_is_refused_before_anything_is_written(tmp_path, spec, match):
+    with pytest.raises(ConfigError, match=match):
+        make_imagefolder(str(tmp_path / "d"), spec)
+    assert not (tmp_path / "d").exists()

@@ -45,7 +45,7 @@ import pytest
 
 from lmdbshard import ShardedDataset, TransformConfig, convert
 
-from conftest import copytree, job, make_tree
+from helpers import copytree, job, make_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_ELSEWHERE = {"docs/CAFFE_DALI.md": "tests/test_dali.py, with DALI's reader on Datum output (make test DALI=1)"}

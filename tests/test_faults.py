@@ -7,6 +7,7 @@ its task has the pipe open and waits, so the test knows which process to kill an
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -22,12 +23,10 @@ import pytest
 from lmdbshard import convert
 from lmdbshard.read.verify import verify
 
-from conftest import job, make_tree
-from faults import FifoImage, readers_of, wait_for
-from test_convert import stored_items
+from helpers import job, make_tree, stored_items
+from faults import FifoImage, env_with_tests, held_source, readers_of, start_driver, wait_for
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(TESTS)
 HELD = "dog/img_03.jpg"
 
 
@@ -37,8 +36,13 @@ def reference(ray_local, tmp_path_factory):
     base = tmp_path_factory.mktemp("reference")
     tree = make_tree(str(base / "src"))
     out = str(base / "out")
-    convert(job(tree.root, out))
+    convert(held_job(tree.root, out))
     return stored_items(out), tree.root
+
+
+def held_job(src: str, out: str, **kw):
+    """The test job over ``HeldFolder(src)``, whose file reads a FifoImage can hold."""
+    return dataclasses.replace(job(src, out, **kw), source=held_source(src))
 
 
 def no_partials(out: str) -> bool:
@@ -51,7 +55,7 @@ def test_worker_killed_mid_shard_is_retried_and_writes_the_shard_once(reference,
     out, scratch = str(tmp_path / "out"), str(tmp_path / "scratch")
     held = FifoImage(os.path.join(src, HELD))
     outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(result=convert(job(src, out, scratch_dir=scratch))))
+    runner = threading.Thread(target=lambda: outcome.update(result=convert(held_job(src, out, scratch_dir=scratch))))
     runner.start()
     try:
         (victim,) = wait_for(lambda: readers_of(held.path), what="a worker to open the held image")
@@ -70,22 +74,12 @@ def test_worker_killed_mid_shard_is_retried_and_writes_the_shard_once(reference,
     assert os.listdir(scratch) == []   # the retry removed the dead attempt's scratch folder
 
 
-DRIVER_ARGS = ["shard_size=5", "transform.resize_shorter=32", "storage.quality=90", "progress=log",
-               "log_interval_s=0.2", "ray.num_cpus=2", "ray.max_in_flight=4"]
-
-
-def run_job(src: str, out: str) -> subprocess.Popen:
-    cmd = [sys.executable, os.path.join(REPO, "jobs", "convert.py"), "--config-name", "base",
-           f"source.root={src}", f"out={out}", *DRIVER_ARGS]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 def test_driver_killed_mid_job_then_the_same_command_finishes_the_rest(reference, tmp_path):
     records, src = reference
     src = shutil.copytree(src, str(tmp_path / "src"))
     out = str(tmp_path / "out")
     held = FifoImage(os.path.join(src, HELD))
-    driver = run_job(src, out)
+    driver = start_driver(src, out, f"hydra.run.dir={tmp_path / 'hydra'}")
     try:
         reports = os.path.join(out, "reports")
         wait_for(lambda: readers_of(held.path) and len(glob.glob(os.path.join(reports, "*.json"))) >= 3,
@@ -99,7 +93,7 @@ def test_driver_killed_mid_job_then_the_same_command_finishes_the_rest(reference
         held.restore()   # the held worker sees the pipe close: its shard never completes
     done_before = sorted(os.listdir(os.path.join(out, "reports")))
     assert not os.path.exists(os.path.join(out, "manifest.json"))
-    rerun = run_job(src, out)
+    rerun = start_driver(src, out, f"hydra.run.dir={tmp_path / 'hydra'}")
     log, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, log[-3000:]
     built = 5 - len(done_before)
@@ -109,12 +103,12 @@ def test_driver_killed_mid_job_then_the_same_command_finishes_the_rest(reference
 
 
 CLUSTER_SCRIPT = textwrap.dedent("""
-    import json, os, sys, threading
+    import dataclasses, json, os, sys, threading
     sys.path.insert(0, {tests!r})
     import ray
     from ray.cluster_utils import Cluster
-    from conftest import job
-    from faults import FifoImage, readers_of, wait_for
+    from helpers import job
+    from faults import FifoImage, held_source, readers_of, wait_for
     from lmdbshard import RayConfig, convert
 
     src, out = {src!r}, {out!r}
@@ -126,7 +120,8 @@ CLUSTER_SCRIPT = textwrap.dedent("""
     held = FifoImage(os.path.join(src, {held!r}))
     outcome = {{}}
     runner = threading.Thread(target=lambda: outcome.update(
-        result=convert(job(src, out, ray=RayConfig(max_in_flight=4, max_retries=3)))))
+        result=convert(dataclasses.replace(job(src, out, ray=RayConfig(max_in_flight=4, max_retries=3)),
+                                           source=held_source(src)))))
     runner.start()
     (victim,) = wait_for(lambda: readers_of(held.path), what="a worker to open the held image")
     raylet_of = {{n.all_processes["raylet"][0].process.pid: n for n in nodes}}
@@ -153,7 +148,7 @@ def test_node_removed_mid_job_its_shards_run_on_the_others(reference, tmp_path):
     result_path = str(tmp_path / "result.json")
     script = CLUSTER_SCRIPT.format(tests=TESTS, src=src, out=out, held=HELD, result=result_path)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=400,
-                         cwd=str(tmp_path))
+                         cwd=str(tmp_path), env=env_with_tests())
     assert run.returncode == 0, run.stderr[-3000:]
     with open(result_path) as f:
         result = json.load(f)

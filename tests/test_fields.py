@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 
-import lmdb
 import numpy as np
 import pytest
 
 from lmdbshard import ShardedDataset
-from lmdbshard.format.record import Field, encode_key, pack_record, shard_filename
+from lmdbshard.format.record import Field
+from lmdbshard.write.direct import Sample, write_dataset
 
 
 def image(i: int) -> np.ndarray:
@@ -21,31 +21,18 @@ def depth(i: int) -> np.ndarray:
     return np.full((4, 5), i / 2, dtype=np.float32)
 
 
+def fields(i: int) -> list[Field]:
+    caption = f"sample {i}".encode()
+    return [Field("image", "raw", image(i).tobytes(), (4, 5, 3), "uint8", "HWC"),
+            Field("depth", "raw", depth(i).tobytes(), (4, 5), "float32"),
+            Field("caption", "raw", caption, (len(caption),), "uint8")]
+
+
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory) -> str:
-    """An output whose records hold three fields, written with the format module (as another writer would)."""
-    root = str(tmp_path_factory.mktemp("fields"))
-    os.makedirs(os.path.join(root, "shards"))
-    shards, key = [], 0
-    for k, count in enumerate([4, 3]):
-        rel = f"shards/{shard_filename(k)}"
-        env = lmdb.open(os.path.join(root, rel), subdir=False, lock=False, map_size=1 << 22)
-        with env.begin(write=True) as txn:
-            for j in range(count):
-                i = key + j
-                txn.put(encode_key(i), pack_record([
-                    Field("image", "raw", image(i).tobytes(), (4, 5, 3), "uint8", "HWC"),
-                    Field("depth", "raw", depth(i).tobytes(), (4, 5), "float32"),
-                    Field("caption", "raw", f"sample {i}".encode(), (len(f"sample {i}"),), "uint8"),
-                ], label=i % 2, source_index=i))
-        env.close()
-        shards.append({"index": k, "file": rel, "first_key": key, "count": count, "bytes": 0, "sha256": ""})
-        key += count
-    manifest = {"format": "lmdbshard", "format_version": 1, "classes": ["even", "odd"], "num_samples": key,
-                "shards": shards, "fields": [{"name": n} for n in ("image", "depth", "caption")]}
-    with open(os.path.join(root, "manifest.json"), "w") as f:
-        json.dump(manifest, f)
-    return root
+    """An output whose records hold three fields, in two shards of 4 and 3 samples."""
+    shards = [[Sample(fields(i), label=i % 2) for i in range(4)], [Sample(fields(i), label=i % 2) for i in range(4, 7)]]
+    return write_dataset(str(tmp_path_factory.mktemp("fields")), shards, ["even", "odd"])
 
 
 def test_default_is_the_image_and_label(multi):
@@ -96,3 +83,21 @@ def test_unknown_fields_are_refused_when_opening(multi):
         ShardedDataset(multi, fields=["image", "mask"])
     with pytest.raises(ValueError, match="fields must be 'all'"):
         ShardedDataset(multi, fields="image")
+
+
+def test_a_dataset_written_directly_has_real_checksums_and_counts(multi):
+    from lmdbshard import verify
+    result = verify(multi, workers=1)
+    assert result.ok, result
+    with ShardedDataset(multi) as ds:
+        assert ds.shard_sizes == [4, 3] and ds.classes == ["even", "odd"]
+    with open(os.path.join(multi, "manifest.json")) as f:
+        assert all(len(s["sha256"]) == 64 for s in json.load(f)["shards"])   # checked by verify above
+
+
+def test_write_dataset_refuses_mixed_fields_and_unknown_labels(tmp_path):
+    a, b = fields(0), fields(1)[:1]
+    with pytest.raises(ValueError, match=r"sample 1 has fields \['image'\], the first had"):
+        write_dataset(str(tmp_path / "mixed"), [[Sample(a), Sample(b)]], ["x"])
+    with pytest.raises(ValueError, match="sample 0 has label 3; labels must index classes"):
+        write_dataset(str(tmp_path / "labels"), [[Sample(a, label=3)]], ["x"])

@@ -18,7 +18,7 @@ from lmdbshard import StorageConfig, TransformConfig, convert
 from lmdbshard.format.manifest import load_manifest
 from lmdbshard.write.resume import OutputDir
 
-from conftest import job
+from helpers import job
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "manifest.json")
 

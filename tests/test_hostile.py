@@ -24,7 +24,7 @@ from lmdbshard.write.augment import augment
 from lmdbshard.write.config import AugmentOp
 from lmdbshard.write.image import TooLarge
 
-from conftest import job, make_tree, pixels
+from helpers import job, make_tree, pixels
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 DEEP_NAME = "d" * 250           # 17 of these nest past PATH_MAX (4096): the folder cannot be listed

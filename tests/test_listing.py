@@ -9,7 +9,7 @@ from lmdbshard.write.config import IMG_EXTENSIONS
 from lmdbshard.errors import SourceError
 from lmdbshard.write.sources.imagefolder import list_imagefolder
 
-from conftest import make_tree
+from helpers import make_tree
 
 
 def torchvision_make_dataset(root):
@@ -96,7 +96,7 @@ def test_a_folder_that_cannot_be_listed_is_an_item_not_a_warning(tmp_path):
     import subprocess
     import sys
     from PIL import Image
-    from conftest import pixels
+    from helpers import pixels
     tree = make_tree(str(tmp_path / "tree"), per_class=2)
     private = os.path.join(tree.root, "dog", "private")
     os.makedirs(private)

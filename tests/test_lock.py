@@ -40,6 +40,7 @@ def start_driver(out: str, gate: str, seed: int) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.ray   # the job starts its own Ray cluster
 def test_two_drivers_started_at_once_one_writes_the_other_refuses(tmp_path):
     out, gate = str(tmp_path / "out"), str(tmp_path / "gate")
     drivers = {seed: start_driver(out, gate, seed) for seed in (1, 2)}   # same out, different plans

@@ -162,3 +162,18 @@ def test_64_concurrent_reader_processes(demo_out):
     assert not errors and len(reports) == 64
     assert all(want[i] == (s, y) for r in reports.values() for i, s, y in r)
     assert all(p.exitcode == 0 for p in procs)
+
+
+def test_verify_while_a_reader_is_open_in_the_same_process(demo_out):
+    """py-lmdb opens a file once per process: verify shares the readers' environments instead of reporting
+    every open shard as unreadable, and the readers keep reading after it."""
+    from lmdbshard import verify
+    from lmdbshard.read.envs import registry
+    _, out = demo_out
+    with ShardedDataset(out) as ds:
+        first = [label for _, label in ds]   # every shard open
+        result = verify(out)
+        assert result.ok, [str(p) for p in result.problems]
+        assert [label for _, label in ds] == first
+        assert len([e for e in registry().open.values() if e.path.startswith(out)]) == 5
+    assert not [e for e in registry().held.values() if e.path.startswith(out)]

@@ -13,13 +13,13 @@ import textwrap
 import lmdb
 import pytest
 
-from lmdbshard import ConfigError, JobFailedError, StorageConfig, convert
+from lmdbshard import ConfigError, DiskFullError, JobFailedError, StorageConfig, convert
 from lmdbshard.write.plan import make_plan
 from lmdbshard.write.task import ShardItem, ShardTask, WriteOptions, write_shard
 from lmdbshard.read.verify import verify
 
-from conftest import job, make_tree
-from test_convert import stored_items
+from helpers import job, make_tree
+from helpers import stored_items
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -65,7 +65,7 @@ def test_verify_names_the_shard_and_key_of_a_flipped_byte(copy):
     assert run.returncode == 1
     assert f"shard 2 key {key}: record CRC mismatch" in run.stdout
     assert "shard 2: records checksum" in run.stdout
-    assert "FAILED" in run.stdout and "shard(s) 2;" in run.stdout
+    assert "FAILED" in run.stdout and "in shard 2;" in run.stdout
     data = json.loads(cli("verify", out, "--json", "--no-decode", "--progress", "none").stdout)
     assert data["ok"] is False and data["broken_shards"] == [2]
     assert {p["key"] for p in data["problems"]} == {key, None}
@@ -142,7 +142,7 @@ def test_map_full_grows_the_map_and_writes_everything(tree, tmp_path):
 DISK_FULL_SCRIPT = textwrap.dedent("""
     import json, os, subprocess, sys
     sys.path.insert(0, {tests!r})
-    from conftest import job
+    from helpers import job
     from lmdbshard import LmdbshardError, RayConfig, StorageConfig, convert
     src, out, mnt = {src!r}, {out!r}, {mnt!r}
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], check=True)
@@ -214,7 +214,7 @@ def test_disk_full_on_publish_is_a_clear_error(tree, tmp_path, monkeypatch):
     monkeypatch.setattr(builder_module, "publishing", full_device)
     opts = WriteOptions(out=str(tmp_path / "out"), transform=job(tree.root, "x").transform,
                         storage=StorageConfig(encoding="raw"))
-    with pytest.raises(Exception, match=r"shard 0: no space left on the disk holding .* needs about"):
+    with pytest.raises(DiskFullError, match=r"shard 0: no space left on the disk holding .* needs about"):
         write_shard(_task(tree), opts)
     assert not os.path.exists(os.path.join(opts.out, "shards", "shard-000000.lmdb"))
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from lmdbshard import ResumeError, ShardedDataset, ShardSampler
 from lmdbshard.read.partition import BLOCKS, SAMPLES, random_keys, rank_span, shard_order
 
-from conftest import assert_exactly_once
+from helpers import assert_exactly_once
 
 shard_sizes = st.lists(st.integers(0, 40), min_size=1, max_size=12)
 

@@ -20,8 +20,8 @@ from lmdbshard.write.sources.imagefolder import list_imagefolder
 from lmdbshard.write.sources import list_source
 
 import reference as ref
-from conftest import pixels
-from test_convert import reference_rgb, sources
+from helpers import pixels
+from helpers import reference_rgb, sources
 
 SYNSETS = ["n01440764", "n01443537", "n01484850"]
 #: The devkit numbers synsets by ILSVRC2012_ID, not in sorted order.

@@ -11,8 +11,7 @@ from PIL import Image
 
 from lmdbshard import ShardedDataset, SourceError, StorageConfig, TransformConfig, convert
 
-from conftest import job
-from test_convert import reference_rgb, sources
+from helpers import job, reference_rgb, sources
 
 
 def test_passthrough_keeps_the_source_bytes_when_they_fit(ray_local, tree, tmp_path):

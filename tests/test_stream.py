@@ -12,7 +12,7 @@ from lmdbshard import ShardedDataset
 from lmdbshard.read.partition import segments, shard_order
 from lmdbshard.read.stream import ShardStream
 
-from conftest import assert_exactly_once
+from helpers import assert_exactly_once
 
 
 class Sizes:

@@ -1,8 +1,8 @@
-"""Typed settings of ``make bench`` (the ``bench:`` section of conf/bench.yaml).
+"""Typed settings of ``make bench`` (the ``bench:`` section of conf/benchmark.yaml).
 
 The conversion settings under test are an ordinary ``ConvertConfig`` (the rest of
-conf/bench.yaml); these say what to compare, on which corpus, how often and where.
-Both are parsed with ``lmdbshard.parse_config``: unknown keys and wrong types are refused.
+conf/benchmark.yaml); these say what to compare, on which corpus, how often and where.
+The generated corpus is a ``DemoSpec``, the demo generator's settings, at ImageNet-like sizes.
 """
 
 from __future__ import annotations
@@ -12,28 +12,22 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from lmdbshard.errors import ConfigError
+from lmdbshard.tools.demo import DemoSpec
 
 
-@dataclass
-class CorpusConfig:
-    """The generated ImageNet-like corpus (used when ``bench.source`` is null)."""
-
-    dir: str = "data/bench"
-    classes: int = 20
-    per_class: int = 100
-    seed: int = 0
-    short_side: list[int] = field(default_factory=lambda: [300, 500])
-    aspect: list[float] = field(default_factory=lambda: [0.75, 1.33])
-    quality: list[int] = field(default_factory=lambda: [75, 95])
-    detail: float = 90.0        # fine grain: ~100 KB files at these sizes
+def imagenet_like() -> DemoSpec:
+    """2,000 JPEGs of ImageNet's sizes and ~100 KB (fine grain), in 20 classes."""
+    return DemoSpec(classes=20, per_class=100, short_side=[300, 500], aspect=[0.75, 1.33], quality=[75, 95],
+                    detail=90.0)
 
 
 @dataclass
 class BenchConfig:
     """What ``make bench`` measures."""
 
-    source: Optional[str] = None    # an ImageFolder to benchmark; null generates corpus.dir
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    source: Optional[str] = None    # an ImageFolder to benchmark; null generates corpus in corpus_dir
+    corpus: DemoSpec = field(default_factory=imagenet_like)
+    corpus_dir: str = "data/bench"  # made on first use, then kept while corpus is unchanged
     work: str = "out/bench"         # conversions, the read datasets and the 10,000-shard dataset go here
     json: Optional[str] = "out/bench/bench.json"   # null: print the table only
     workers: list[int] = field(default_factory=lambda: [1, 2])   # conversion worker counts (all <= cores)
@@ -58,7 +52,5 @@ class BenchConfig:
             raise ConfigError(f"bench.read_seconds must be > 0, got {self.read_seconds!r}")
         if self.source is not None and not os.path.isdir(os.path.expanduser(self.source)):
             raise ConfigError(f"bench.source {self.source!r} is not a directory; pass bench.source=/path/to/imagefolder")
-        c = self.corpus
-        if len(c.short_side) != 2 or len(c.aspect) != 2 or len(c.quality) != 2:
-            raise ConfigError("bench.corpus.short_side, aspect and quality must each be [low, high]")
+        self.corpus.validate("bench.corpus")
         return self

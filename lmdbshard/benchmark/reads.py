@@ -26,6 +26,7 @@ import numpy as np
 from lmdbshard.tools.read_speed import measure, measure_interleaved
 from lmdbshard.read.dataset import ShardedDataset
 from lmdbshard.read.envs import registry
+from lmdbshard.write.choices import Resample
 from lmdbshard.write.listing import Listing
 from lmdbshard.read.stream import ShardStream
 from lmdbshard.benchmark.baselines import BareShards, imagefolder_read, pil_decode, source_files
@@ -63,7 +64,7 @@ def _records_group(jpeg_root: str, raw_root: str, indices: list[int], seconds: f
             ShardedDataset(raw_root) as raw_copy:
         for ds in (records, raw):
             _warm(ds, indices)
-        envs = [registry().open[ref.path][0] for ref in records.shard_refs]
+        envs = [registry().open[ref.path].env for ref in records.shard_refs]
         bare = BareShards(envs, [ref.first_key for ref in records.shard_refs], records._ends)
         try:
             measure(bare.get, indices, seconds)
@@ -120,4 +121,4 @@ def run_reads(jpeg_root: str, raw_root: str, listing: Listing, samples: int, sec
 def _transform_of(root: str) -> tuple[int | None, str]:
     from lmdbshard.format.manifest import load_manifest
     t = load_manifest(root).data["config"]["transform"]
-    return t.get("resize_shorter"), t.get("resample", "bilinear")
+    return t.get("resize_shorter"), t.get("resample", Resample.bilinear)

@@ -9,7 +9,7 @@ import os
 
 from lmdbshard.write.atomic import write_json_atomic
 from lmdbshard.write.config import ConvertConfig, RayConfig, StorageConfig
-from lmdbshard.tools.demo import DemoSpec, make_imagefolder
+from lmdbshard.tools.demo import make_imagefolder
 from lmdbshard.write.sources.imagefolder import list_imagefolder
 from lmdbshard.benchmark.config import BenchConfig
 from lmdbshard.benchmark.conversion import run_conversions
@@ -25,10 +25,8 @@ def corpus_root(bench: BenchConfig) -> str:
     if bench.source is not None:
         return os.path.abspath(os.path.expanduser(bench.source))
     c = bench.corpus
-    spec = DemoSpec(classes=c.classes, per_class=c.per_class, seed=c.seed, short_side=tuple(c.short_side),
-                    aspect=tuple(c.aspect), quality=tuple(c.quality), detail=c.detail)
-    log.info("bench: corpus %s (%d images; generated on first use)", c.dir, c.classes * c.per_class)
-    return os.path.abspath(make_imagefolder(c.dir, spec, processes=os.cpu_count() or 1))
+    log.info("bench: corpus %s (%d images; generated on first use)", bench.corpus_dir, c.classes * c.per_class)
+    return os.path.abspath(make_imagefolder(bench.corpus_dir, c, processes=os.cpu_count() or 1))
 
 
 def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:

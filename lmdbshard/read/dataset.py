@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import lmdb
 
-from lmdbshard.errors import FormatError
+from lmdbshard.errors import FormatError, ShardError
 from lmdbshard.format.datum import datum_record
 from lmdbshard.format.manifest import DATUM_FORMAT, load_manifest
 from lmdbshard.format.record import KEY_FORMAT, encode_key, unpack_record
@@ -141,7 +141,10 @@ class ShardedDataset:
         if txn is None:
             txn = self._txn(k)
         offset = i - (self._ends[k - 1] if k else 0)
-        value = txn.get(KEY_FORMAT % (self.shard_refs[k].first_key + offset))
+        try:
+            value = txn.get(KEY_FORMAT % (self.shard_refs[k].first_key + offset))
+        except lmdb.Error as exc:
+            raise _unreadable(self.shard_refs[k].path, exc) from exc
         if value is None:
             raise self._damaged(k, offset)
         return self._sample(value, k, offset)
@@ -157,13 +160,16 @@ class ShardedDataset:
             raise IndexError(f"range [{start}, {stop}) is outside shard {k} of {count} samples")
         if start == stop:
             return
-        cursor = self._txn(k).cursor()
-        if not cursor.set_key(encode_key(self.shard_refs[k].first_key + start)):
-            raise self._damaged(k, start)
-        n = 0
-        for value in islice(cursor.iternext(keys=False, values=True), stop - start):
-            yield self._sample(value, k, start + n)
-            n += 1
+        try:
+            cursor = self._txn(k).cursor()
+            if not cursor.set_key(encode_key(self.shard_refs[k].first_key + start)):
+                raise self._damaged(k, start)
+            n = 0
+            for value in islice(cursor.iternext(keys=False, values=True), stop - start):
+                yield self._sample(value, k, start + n)
+                n += 1
+        except lmdb.Error as exc:
+            raise _unreadable(self.shard_refs[k].path, exc) from exc
         if n != stop - start:
             raise self._damaged(k, start + n)
 
@@ -220,7 +226,10 @@ class ShardedDataset:
         return txn
 
     def _get(self, k: int, offset: int) -> memoryview:
-        value = self._txn(k).get(encode_key(self.shard_refs[k].first_key + offset))
+        try:
+            value = self._txn(k).get(encode_key(self.shard_refs[k].first_key + offset))
+        except lmdb.Error as exc:
+            raise _unreadable(self.shard_refs[k].path, exc) from exc
         if value is None:
             raise self._damaged(k, offset)
         return value
@@ -230,7 +239,10 @@ class ShardedDataset:
         ref = self.shard_refs[k]
         if ref.companion is None:
             return None
-        value = self._txn(k, companion=True).get(encode_key(ref.first_key + offset))
+        try:
+            value = self._txn(k, companion=True).get(encode_key(ref.first_key + offset))
+        except lmdb.Error as exc:
+            raise _unreadable(ref.companion, exc) from exc
         if value is None:
             raise FormatError(f"{ref.companion}: key {ref.first_key + offset} is missing from the dual LMDB; "
                               "rerun the conversion with rebuild=[...] naming this shard")
@@ -246,9 +258,8 @@ class ShardedDataset:
         Zero-copy views returned earlier become invalid."""
         if self._pid == os.getpid():
             open_envs = registry()
-            for slot in self._txns:
-                ref = self.shard_refs[slot[1]] if isinstance(slot, tuple) else self.shard_refs[slot]
-                open_envs.release(ref.companion if isinstance(slot, tuple) else ref.path)
+            for txn in self._txns.values():
+                open_envs.release(txn)
         self._txns = {}
 
     def __del__(self) -> None:
@@ -276,6 +287,11 @@ class ShardedDataset:
         roots = ", ".join(self.roots)
         return (f"ShardedDataset({roots!r}, samples={self._len}, shards={len(self.shard_refs)}, "
                 f"classes={len(self.classes)})")
+
+
+def _unreadable(path: str, exc: lmdb.Error) -> ShardError:
+    return ShardError(f"{path}: LMDB cannot read it ({exc}); the shard is damaged: check the dataset with "
+                      "lmdbshard verify and rebuild the shard by rerunning its conversion command")
 
 
 def _cumulative(refs: Sequence[ShardRef]) -> list[int]:

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Optional
 import lmdb
 
 from lmdbshard.read.decode import decode_field
-from lmdbshard.read.envs import open_shard
+from lmdbshard.read.envs import reading
 from lmdbshard.errors import FormatError, ShardError
 from lmdbshard.format.datum import datum_array, decode_datum
 from lmdbshard.format.record import RecordHasher, encode_key, lmdb_data_file, record_crc, unpack_record
@@ -94,12 +94,7 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
     key = None
     _read_ahead(lmdb_data_file(exp.path))
     try:
-        env = open_shard(exp.path)
-    except (lmdb.Error, ShardError) as exc:
-        problem(None, f"cannot open {exp.path} as LMDB: {exc}" if isinstance(exc, lmdb.Error) else str(exc))
-        return 0, problems
-    try:
-        with env.begin(buffers=True) as txn:
+        with reading(exp.path) as txn:   # checks the file's structure first: no SIGBUS below
             for key, value in txn.cursor():
                 expected = encode_key(exp.first_key + n)
                 n += 1
@@ -111,12 +106,13 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
                                 else _check_datum(value, decode))
                 if problem_text:
                     problem(key, problem_text)
+    except (ShardError, OSError) as exc:   # the file is damaged, or went away
+        problem(None, str(exc))
+        return n, problems
     except lmdb.Error as exc:
         after = f" after key {bytes(key).decode('ascii', 'replace')}" if key is not None else ""
         problem(None, f"LMDB error{after}: {exc}")
         return n, problems
-    finally:
-        env.close()
     if n != exp.count:
         problem(None, f"holds {n} records, expected {exp.count}")
     if hasher.hexdigest() != exp.sha256:

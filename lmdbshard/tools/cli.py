@@ -10,8 +10,14 @@ import json
 import logging
 import os
 import sys
+import time
 
-from lmdbshard.errors import LmdbshardError
+from lmdbshard import __version__
+from lmdbshard.errors import LmdbshardError, exit_status
+from lmdbshard.write.choices import ProgressMode
+from lmdbshard.write.progress import Progress, plural
+
+log = logging.getLogger("lmdbshard")
 
 EPILOG = "Convert with: make convert CONF=imagenet ARGS=\"source.root=... out=...\" (see README.md)"
 
@@ -29,10 +35,11 @@ def _len(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from lmdbshard.tools.preview import PreviewOptions, preview
-    path, n = preview(args.root, args.output, PreviewOptions(args.n, args.seed, args.class_name, args.cell))
+    from lmdbshard.tools.preview import PreviewOptions, default_preview_file, preview
+    output = args.output or default_preview_file(args.root)
+    path, n = preview(args.root, output, PreviewOptions(args.n, args.seed, args.class_name, args.cell))
     where = f" of class {args.class_name}" if args.class_name is not None else ""
-    print(f"wrote {path}: {n} samples{where}")
+    print(f"wrote {path}: {plural(n, 'sample')}{where}")
     return 0
 
 
@@ -55,13 +62,29 @@ def _bench_read(args: argparse.Namespace) -> int:
     return 0
 
 
+class _VerifyProgress(Progress):
+    """``verify`` in its own words: records and shards checked, shards with problems."""
+
+    def __init__(self, records: int, shards: int, mode: str):
+        super().__init__(records, shards, mode, interval=10.0, desc="verifying", unit="rec")
+
+    def _postfix(self, shards_done: int, skipped: int, failed: int) -> str:
+        return f"shards {shards_done}/{self.shards} checked, {failed} with problems"
+
+    def _line(self) -> None:
+        self._last_line = time.monotonic()
+        log.info("verify: %d/%d records checked (%.0f/s), %s", self.done, self.total, self.rate(),
+                 self._postfix(self.shards_done, 0, self.failed))
+
+
 def _verify(args: argparse.Namespace) -> int:
     from lmdbshard.format.manifest import load_manifest
-    from lmdbshard.write.progress import Progress
     from lmdbshard.read.verify import verify
 
     m = load_manifest(args.root)
-    with Progress(m.num_samples, len(m.shards), args.progress, interval=10.0, desc="verifying") as progress:
+    with _VerifyProgress(m.num_samples, len(m.shards), args.progress) as progress:
+        progress.restart_clock()
+
         def on_done(exp, problems):
             progress.update(progress.done + exp.count, progress.shards_done + 1, 0,
                             progress.failed + bool(problems))
@@ -76,10 +99,12 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"{args.root}: {p}")
         checks = "keys, counts, checksums and record CRCs" + ("" if args.no_decode else ", and decoded every record")
         if result.ok:
-            print(f"{args.root}: OK: {result.shards} shards, {result.records} records; checked {checks}")
+            print(f"{args.root}: OK: {plural(result.shards, 'shard')}, {plural(result.records, 'record')}; "
+                  f"checked {checks}")
         else:
             shards = ", ".join(map(str, result.broken_shards)) or "none"
-            print(f"{args.root}: FAILED: {len(result.problems)} problem(s) in shard(s) {shards}; rerun the "
+            print(f"{args.root}: FAILED: {plural(len(result.problems), 'problem')} in "
+                  f"{'shard' if len(result.broken_shards) == 1 else 'shards'} {shards}; rerun the "
                   f"conversion command to rebuild shards whose checksum fails, or add rebuild=[{shards}] to force it")
     return 0 if result.ok else 1
 
@@ -91,6 +116,7 @@ def _root(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmdbshard", epilog=EPILOG,
                                      description="Inspect, picture and time lmdbshard datasets.")
+    parser.add_argument("--version", action="version", version=f"lmdbshard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("info", help="samples, shards, bytes, classes with counts, config, errors, format version",
@@ -108,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a contact sheet of random samples, each captioned with its class name, "
                                    "index and stored size; masks are overlaid when records have a 'mask' field.")
     _root(p)
-    p.add_argument("-o", "--output", required=True, metavar="PNG", help="PNG file to write, e.g. grid.png")
+    p.add_argument("-o", "--output", metavar="PNG",
+                   help="PNG file to write (default: <dataset folder name>-preview.png here)")
     p.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
     p.add_argument("--seed", type=int, default=0, help="which random samples (default: 0)")
     p.add_argument("--class", dest="class_name", metavar="NAME", help="only samples of this class")
@@ -134,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-decode", action="store_true", help="skip decoding images (faster; CRCs still checked)")
     p.add_argument("--workers", type=int, default=None, help="threads to check shards with (default: up to 8)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto",
+    p.add_argument("--progress", choices=list(ProgressMode), default=ProgressMode.auto,
                    help="progress display on stderr (default: a bar on a terminal, log lines otherwise)")
     p.set_defaults(func=_verify)
 
@@ -157,9 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:   # e.g. `lmdbshard stats --text | head`: stop quietly, like other tools
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (LmdbshardError, OSError, ValueError, argparse.ArgumentTypeError) as exc:
+    except KeyboardInterrupt:   # Ctrl-C: nothing these commands do needs cleaning up
+        print("lmdbshard: interrupted", file=sys.stderr)
+        return exit_status(KeyboardInterrupt())
+    except argparse.ArgumentTypeError as exc:   # a combination of options argparse cannot express
         print(f"lmdbshard: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, (ValueError, argparse.ArgumentTypeError)) else 1   # as jobs/convert.py
+        return 2
+    except (LmdbshardError, OSError, ValueError) as exc:
+        print(f"lmdbshard: error: {exc}", file=sys.stderr)
+        return exit_status(exc)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from lmdbshard.errors import SourceError
+from lmdbshard.errors import ConfigError, SourceError
 
 CLASS_NAMES = ["amber_circles", "azure_squares", "coral_triangles", "forest_stripes", "golden_rings",
                "indigo_checks", "lime_dots", "rose_diamonds", "slate_waves", "teal_crosses"]
@@ -26,15 +26,30 @@ _PALETTE = [(230, 150, 30), (40, 120, 230), (240, 110, 90), (30, 120, 50), (220,
 MARKER = ".lmdbshard-demo.json"
 
 
-@dataclass(frozen=True)
+@dataclass
 class DemoSpec:
+    """What to generate: the ``demo:`` section of conf/demo.yaml and ``bench.corpus`` of conf/benchmark.yaml."""
+
     classes: int = 10
     per_class: int = 30
     seed: int = 0
-    short_side: tuple[int, int] = (160, 360)
-    aspect: tuple[float, float] = (0.6, 1.6)
-    quality: tuple[int, int] = (80, 95)
+    short_side: list[int] = field(default_factory=lambda: [160, 360])   # [low, high] pixels
+    aspect: list[float] = field(default_factory=lambda: [0.6, 1.6])     # [low, high] width / height
+    quality: list[int] = field(default_factory=lambda: [80, 95])        # [low, high] JPEG quality
     detail: float = 0.0   # strength of fine photo-like grain; ~90 gives ImageNet-sized files (~100 KB at 400 px)
+
+    def validate(self, name: str = "demo") -> "DemoSpec":
+        """Raise ConfigError naming ``name.key`` and the fix; returns self."""
+        for key in ("classes", "per_class"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{name}.{key} must be a positive integer, got {getattr(self, key)!r}")
+        for key in ("short_side", "aspect", "quality"):
+            pair = getattr(self, key)
+            if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+                raise ConfigError(f"{name}.{key} must be [low, high] with 0 < low <= high, got {pair!r}")
+        if not self.quality[1] <= 100:
+            raise ConfigError(f"{name}.quality must be within [1, 100], got {self.quality!r}")
+        return self
 
 
 def class_name(i: int) -> str:
@@ -125,9 +140,10 @@ def _write_image(args: tuple[str, int, int, DemoSpec]) -> None:
     img.save(os.path.join(folder, f"{class_name(label)}_{i:04d}.jpg"), "JPEG", quality=quality)
 
 
-def make_imagefolder(root: str, spec: DemoSpec = DemoSpec(), processes: int = 1) -> str:
+def make_imagefolder(root: str, spec: DemoSpec | None = None, processes: int = 1) -> str:
     """Create ``root/<class>/<class>_NNNN.jpg`` (idempotent: kept if already made with the same spec),
     drawing the images in ``processes`` processes (same bytes whatever the number)."""
+    spec = (DemoSpec() if spec is None else spec).validate()
     marker = os.path.join(root, MARKER)
     want = asdict(spec)
     try:

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from lmdbshard.format.manifest import Manifest, load_manifest
-from lmdbshard.write.progress import stage_fractions, stage_shares
+from lmdbshard.write.progress import plural, stage_fractions, stage_shares
 
 MAX_CLASS_LINES = 30
 MAX_ERROR_LINES = 5
@@ -69,7 +69,7 @@ def _class_lines(classes: list[str], counts: list[int] | None) -> list[str]:
         more = f" ... ({len(classes) - MAX_CLASS_LINES} more)" if len(classes) > MAX_CLASS_LINES else ""
         return [f"  classes   {len(classes)} (counts not recorded by this version): {shown}{more}"]
     lo, hi = min(counts, default=0), max(counts, default=0)
-    each = f"{lo} samples each" if lo == hi else f"{lo} to {hi} samples each"
+    each = f"{plural(lo, 'sample')} each" if lo == hi else f"{lo} to {hi} samples each"
     lines = [f"  classes   {len(classes)}, {each}"]
     width = max((len(c) for c in classes[:MAX_CLASS_LINES]), default=0)
     for i, (name, n) in enumerate(zip(classes[:MAX_CLASS_LINES], counts)):
@@ -91,7 +91,7 @@ def format_info(root: str, s: dict[str, Any], errors_head: list[dict]) -> str:
     lines = [
         f"{root}: lmdbshard format version {s['format_version']} (written by lmdbshard {s['lmdbshard_version']})",
         f"  samples   {s['num_samples']} of {s.get('num_planned', s['num_samples'])} planned, "
-        f"in {len(s['shards'])} shards of up to {s['shard_size']}",
+        f"in {plural(len(s['shards']), 'shard')} of up to {s['shard_size']}",
         f"  bytes     {shard_bytes} in shards ({_human(shard_bytes)}); {s['bytes_on_disk']} on disk "
         f"with plan and reports ({_human(s['bytes_on_disk'])})",
         f"  fields    {', '.join(_field(f) for f in s['fields'])}",
@@ -100,7 +100,7 @@ def format_info(root: str, s: dict[str, Any], errors_head: list[dict]) -> str:
     n_err = s["num_errors"]
     if n_err:
         reasons = ", ".join(f"{n} {why}" for why, n in s["error_reasons"].items())
-        lines.append(f"  errors    {n_err} samples skipped: {reasons}")
+        lines.append(f"  errors    {plural(n_err, 'sample')} skipped: {reasons}")
         lines += [f"    {e['path']}: {e['reason']}" for e in errors_head]
         if n_err > MAX_ERROR_LINES:
             lines.append(f"    ... every skipped file is listed under \"errors\" in {root}/manifest.json")
@@ -113,7 +113,7 @@ def format_info(root: str, s: dict[str, Any], errors_head: list[dict]) -> str:
         lines.append(f"  stages    {stage_shares(stages)} of {sum(stages.values()):.1f} s summed over workers")
     run = stats.get("last_run")
     if run:
-        lines.append(f"  last run  {run['shards_built']} shards built, {run['shards_reused']} reused, "
+        lines.append(f"  last run  {plural(run['shards_built'], 'shard')} built, {run['shards_reused']} reused, "
                      f"{run['wall_s']:.1f} s, {run['images_per_s']:.1f} images/s")
     config = s.get("config", {})
     if config:

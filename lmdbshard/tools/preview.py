@@ -125,6 +125,11 @@ def contact_sheet(ds: ShardedDataset, indices: list[int], title: str, cell: int 
     return sheet
 
 
+def default_preview_file(root: str) -> str:
+    """``<dataset folder name>-preview.png`` in the current folder, e.g. ``demo-preview.png``."""
+    return f"{os.path.basename(os.path.abspath(root)) or 'dataset'}-preview.png"
+
+
 def preview(root: str, out_png: str, opts: PreviewOptions) -> tuple[str, int]:
     """Write the contact sheet of ``root`` to ``out_png``; returns (path, samples shown)."""
     opts.validate()

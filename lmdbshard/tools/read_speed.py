@@ -25,6 +25,7 @@ from lmdbshard.read.dataset import ShardedDataset
 from lmdbshard.errors import ConfigError
 from lmdbshard.format.record import unpack_record
 from lmdbshard.format.manifest import load_manifest
+from lmdbshard.write.progress import plural
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def report(root: str, passes: list[Pass]) -> str:
     size = sum(s.bytes for s in m.shards)
     enc = ", ".join(f["encoding"] for f in m.data.get("fields", []))
     env = environment()
-    lines = [f"bench-read {root}: {m.num_samples} samples in {len(m.shards)} shards ({size / 1e6:.1f} MB, {enc}); "
+    lines = [f"bench-read {root}: {plural(m.num_samples, 'sample')} in {plural(len(m.shards), 'shard')} ({size / 1e6:.1f} MB, {enc}); "
              f"1 process on {env['cpus']} CPUs, lmdb {env['lmdb']}, Pillow {env['pillow']} "
              f"(libjpeg-turbo: {env['libjpeg_turbo']})"]
     lines += [p.line() for p in passes]

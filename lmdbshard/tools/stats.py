@@ -19,10 +19,13 @@ from lmdbshard.tools.draw import BACKGROUND, BAR_ALT, TEXT, MUTED, font, hbars, 
 from lmdbshard.errors import ConfigError
 from lmdbshard.format.record import unpack_record
 from lmdbshard.format.manifest import load_manifest
+from lmdbshard.write.progress import plural
 
 DEFAULT_SAMPLES = 100_000
 BINS = 30
 MAX_NAMED_CLASSES = 40     # more classes are drawn as unnamed columns
+MAX_CLASS_LINES = 12       # --text lists each class up to this many, else the fewest and the most
+EXTREMES = 3
 WIDTH = 960
 
 
@@ -85,28 +88,31 @@ def _describe(values: np.ndarray) -> str:
 
 def _source(s: DatasetStats) -> str:
     if s.scanned == s.num_samples:
-        return f"all {s.scanned} samples"
+        return f"all {plural(s.scanned, 'sample')}" if s.scanned != 1 else "the only sample"
     return f"the first {s.scanned} of {s.num_samples} samples, a uniform sample since the stored order is shuffled"
 
 
 def text_report(s: DatasetStats) -> str:
-    """The numbers of the plot, as text."""
+    """The plot's numbers in a few lines: classes (each one when there are few, else the extremes) and
+    percentiles of the stored width, height and bytes. The histograms themselves are in the PNG."""
     where = "from the manifest" if s.counts_exact else f"counted over {_source(s)}"
-    lines = [f"{s.root}: {s.num_samples} samples in {s.num_shards} shards, {len(s.classes)} classes",
+    lines = [f"{s.root}: {plural(s.num_samples, 'sample')} in {plural(s.num_shards, 'shard')}, "
+             f"{plural(len(s.classes), 'class', 'classes')}",
              f"samples per class ({where})"]
-    width = max((len(c) for c in s.classes), default=0)
-    lines += [f"  {i:>4}  {name:<{width}}  {n}" for i, (name, n) in enumerate(zip(s.classes, s.class_counts))]
     c = np.asarray(s.class_counts)
+    if len(s.classes) <= MAX_CLASS_LINES:
+        width = max((len(name) for name in s.classes), default=0)
+        lines += [f"  {i:>4}  {name:<{width}}  {n}" for i, (name, n) in enumerate(zip(s.classes, s.class_counts))]
+    elif len(c):
+        order = np.argsort(c, kind="stable")
+        named = lambda idx: ", ".join(f"{s.classes[i]} {c[i]}" for i in idx)   # noqa: E731
+        lines += [f"  fewest  {named(order[:EXTREMES])}", f"  most    {named(order[::-1][:EXTREMES])}"]
     if len(c):
         ratio = f"{c.max() / c.min():.2f}" if c.min() > 0 else "inf (a class is empty)"
         lines.append(f"  min {c.min()}  median {np.median(c):.0f}  max {c.max()}  max/min {ratio}")
     lines.append(f"stored image size ({_source(s)})")
     for name, values in (("width", s.widths), ("height", s.heights), ("bytes", s.nbytes)):
         lines.append(f"  {name:<7} {_describe(values)}")
-    for name, values in (("width", s.widths), ("height", s.heights), ("bytes", s.nbytes)):
-        hist = Histogram.of(values)
-        lines.append(f"{name} histogram")
-        lines += [f"  [{lo}, {hi})  {n}" for lo, hi, n in zip(hist.edges, hist.edges[1:], hist.counts)]
     return "\n".join(lines)
 
 
@@ -119,8 +125,8 @@ def plot(s: DatasetStats) -> Image.Image:
     head = 52
     img = Image.new("RGB", (WIDTH, head + class_h + gap + size_h + gap), BACKGROUND)
     draw = ImageDraw.Draw(img)
-    draw.text((gap, 8), f"{os.path.basename(os.path.abspath(s.root))}: {s.num_samples} samples, "
-                        f"{len(s.classes)} classes, {s.num_shards} shards", font=font(15), fill=TEXT)
+    draw.text((gap, 8), f"{os.path.basename(os.path.abspath(s.root))}: {plural(s.num_samples, 'sample')}, "
+                        f"{plural(len(s.classes), 'class', 'classes')}, {plural(s.num_shards, 'shard')}", font=font(15), fill=TEXT)
     draw.text((gap, 30), f"image sizes over {_source(s)}", font=font(11), fill=MUTED)
     box = (gap, head, WIDTH - gap, head + class_h)
     title = "samples per class" + ("" if s.counts_exact else f" (over {s.scanned} scanned samples)")

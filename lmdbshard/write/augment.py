@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 from PIL import Image, ImageEnhance
 
+from lmdbshard.write.choices import Resample
 from lmdbshard.write.config import AugmentOp
 from lmdbshard.write.image import RESAMPLE, center_crop_box, check_pixels, resized_size
 from lmdbshard.format.splitmix import MASK64, mix64_int
@@ -43,7 +44,7 @@ class Draws:
 
 
 def augment(img: Image.Image, mask: Optional[Image.Image], ops: Sequence[AugmentOp], sample_seed: int,
-            resample: str = "bilinear", max_pixels: Optional[int] = None) -> tuple[Image.Image, Optional[Image.Image]]:
+            resample: str = Resample.bilinear, max_pixels: Optional[int] = None) -> tuple[Image.Image, Optional[Image.Image]]:
     """Apply ``ops`` in order; returns the new image and mask. An op that would make an image over
     ``max_pixels`` (None: no limit) raises ``TooLarge`` before it allocates it."""
     for j, op in enumerate(ops):

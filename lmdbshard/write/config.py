@@ -1,9 +1,11 @@
 """Typed configuration of a conversion job, and its validation.
 
-The library takes these dataclasses, never a Hydra DictConfig. ``parse_config``
-builds them from a plain mapping (what Hydra composes, or a dict in a notebook)
-and refuses unknown keys and wrong types with a one-line error naming the key
-and the fix, before any work starts.
+The library takes these dataclasses, never a Hydra DictConfig; each default is written here
+once (conf/base.yaml holds only what differs). The choices of a setting are an Enum (``choices.py``) whose
+members are plain strings, so ``cfg.storage.encoding == "raw"`` and ``StorageConfig(encoding="raw")`` work.
+``parse_config`` builds the dataclasses from a plain mapping (a dict in a notebook) and refuses
+unknown keys and wrong types with a one-line error naming the key and the fix, before any work
+starts; ``jobs/`` registers the same dataclasses as Hydra's schema.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Mapping, Optional
 
 from lmdbshard.errors import ConfigError
+from lmdbshard.write.choices import (
+    AugmentKind, Encoding, Layout, MaskEncoding, OnError, ProgressMode, Resample, ResumeCheck, SourceKind,
+)
+from lmdbshard.write.parse import build
 
 #: torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-SOURCE_KINDS = ("imagefolder", "imagenet_val", "filelist", "paired", "python")
 
 
 @dataclass
@@ -37,7 +40,7 @@ class SourceConfig:
     """
 
     root: Optional[str] = None
-    kind: Literal["imagefolder", "imagenet_val", "filelist", "paired", "python"] = "imagefolder"
+    kind: SourceKind = SourceKind.imagefolder
     extensions: list[str] = field(default_factory=lambda: list(IMG_EXTENSIONS))
     labels_file: Optional[str] = None      # imagenet_val: LOC_val_solution.csv or ILSVRC2012_validation_ground_truth.txt
     synset_map: Optional[str] = None       # imagenet_val with a ground-truth file: line i = synset of ILSVRC2012_ID i
@@ -56,20 +59,19 @@ class TransformConfig:
 
     resize_shorter: Optional[int] = None   # shorter side after resizing; None keeps the size
     center_crop: Optional[int] = None      # square center crop after resizing; None keeps all
-    resample: Literal["bilinear", "bicubic", "lanczos"] = "bilinear"   # torchvision Resize's default
+    resample: Resample = Resample.bilinear
     draft: bool = True                     # let libjpeg decode at 1/2, 1/4, 1/8 scale when downscaling
     max_pixels: int = 178_956_970          # decompression-bomb limit (Pillow's default error threshold)
     max_file_bytes: int = 256 * 1024 ** 2  # larger source files are skipped as errors, never read whole
 
 
-AUGMENT_OPS = ("resize", "center_crop", "random_resized_crop", "hflip", "color_jitter")
 #: The parameters each augmentation op takes; any other parameter set on an op is refused.
 OP_PARAMS = {
-    "resize": ("size", "exact", "resample"),
-    "center_crop": ("size",),
-    "random_resized_crop": ("size", "scale", "ratio", "resample"),
-    "hflip": ("p",),
-    "color_jitter": ("brightness", "contrast", "saturation", "hue"),
+    AugmentKind.resize: ("size", "exact", "resample"),
+    AugmentKind.center_crop: ("size",),
+    AugmentKind.random_resized_crop: ("size", "scale", "ratio", "resample"),
+    AugmentKind.hflip: ("p",),
+    AugmentKind.color_jitter: ("brightness", "contrast", "saturation", "hue"),
 }
 
 
@@ -77,12 +79,12 @@ OP_PARAMS = {
 class AugmentOp:
     """One write-time augmentation step; ``op`` names it and OP_PARAMS says which keys apply."""
 
-    op: Literal["resize", "center_crop", "random_resized_crop", "hflip", "color_jitter"] = "hflip"
+    op: AugmentKind = AugmentKind.hflip
     size: Optional[int] = None             # resize: shorter side; center_crop, random_resized_crop: square side
     exact: Optional[list[int]] = None      # resize: exact [height, width] instead of a shorter side
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])      # random_resized_crop area fraction
     ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])   # random_resized_crop aspect range
-    resample: Optional[Literal["bilinear", "bicubic", "lanczos"]] = None  # None: transform.resample
+    resample: Optional[Resample] = None   # None: transform.resample
     p: float = 0.5                         # hflip probability
     brightness: float = 0.0                # color_jitter: factors drawn from [max(0, 1-x), 1+x]
     contrast: float = 0.0
@@ -102,10 +104,10 @@ class AugmentConfig:
 class StorageConfig:
     """How each field is stored (see docs/FORMAT.md)."""
 
-    encoding: Literal["jpeg", "png", "raw", "passthrough", "caffe_datum"] = "jpeg"
+    encoding: Encoding = Encoding.jpeg
     quality: int = 90                      # JPEG quality, 1..100
-    layout: Literal["HWC", "CHW"] = "HWC"  # raw: axis order of the stored array
-    mask_encoding: Literal["png", "raw"] = "png"   # the mask field of paired (and python) sources
+    layout: Layout = Layout.HWC          # raw: axis order of the stored array
+    mask_encoding: MaskEncoding = MaskEncoding.png   # the mask field of paired (and python) sources
     datum_encoded: bool = False            # caffe_datum: JPEG in Datum.data (encoded=true, what DALI reads)
                                            # instead of raw CHW BGR bytes (Caffe's default)
 
@@ -133,19 +135,19 @@ class ConvertConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     ray: RayConfig = field(default_factory=RayConfig)
-    on_error: Literal["skip", "fail"] = "skip"   # a sample that cannot be decoded: record and go on, or stop
+    on_error: OnError = OnError.skip             # a sample that cannot be decoded: record and go on, or stop
     max_error_rate: float = 0.01                 # the job fails if more than this fraction is skipped
     overwrite: bool = False                      # discard an existing output with a different plan
     scratch_dir: Optional[str] = None            # node-local folder to build shards in; None: system temp
-    progress: Literal["auto", "bar", "log", "none"] = "auto"
+    progress: ProgressMode = ProgressMode.auto
     log_interval_s: float = 10.0                 # seconds between progress lines when not on a TTY
-    resume_check: Literal["checksum", "full", "size"] = "checksum"   # how a rerun checks shards before reusing them
+    resume_check: ResumeCheck = ResumeCheck.checksum   # how a rerun checks shards before reusing them
     rebuild: Optional[list[int]] = None          # shard indices to rebuild on a rerun even though complete
 
     def validate(self) -> "ConvertConfig":
         """Check values and paths; raise ConfigError naming the key and the fix. Returns self."""
         root = _validate_source(self.source)
-        _check(self.out not in (None, "", "???"), "out is required; pass out=/path/to/output")
+        _check(self.out not in (None, ""), "out is required; pass out=/path/to/output")
         out = os.path.expanduser(self.out)
         _check(not (os.path.exists(out) and not os.path.isdir(out)),
                f"out {self.out!r} is a file, not a directory; pass out= a new or existing directory")
@@ -202,18 +204,19 @@ def _source_identity(src: SourceConfig) -> dict[str, Any]:
 
 
 _NEEDS = {   # per kind: (key, what it is) that must be set
-    "imagefolder": (("root", "/path/to/imagefolder"),),
-    "imagenet_val": (("root", "/path/to/ILSVRC2012_val_folder"), ("labels_file", "/path/to/LOC_val_solution.csv")),
-    "filelist": (("root", "/path/to/images"), ("list_file", "/path/to/list.txt")),
-    "paired": (("root", "/path/to/dataset_with_images_and_masks"),),
-    "python": (("target", "package.module:DatasetClass"),),
+    SourceKind.imagefolder: (("root", "/path/to/imagefolder"),),
+    SourceKind.imagenet_val: (("root", "/path/to/ILSVRC2012_val_folder"),
+                              ("labels_file", "/path/to/LOC_val_solution.csv")),
+    SourceKind.filelist: (("root", "/path/to/images"), ("list_file", "/path/to/list.txt")),
+    SourceKind.paired: (("root", "/path/to/dataset_with_images_and_masks"),),
+    SourceKind.python: (("target", "package.module:DatasetClass"),),
 }
 
 
 def _validate_source(src: SourceConfig) -> Optional[str]:
     """Check the source settings its kind needs; returns the expanded root (None for python)."""
     for key, example in _NEEDS[src.kind]:
-        _check(getattr(src, key) not in (None, "", "???"),
+        _check(getattr(src, key) not in (None, ""),
                f"source.{key} is required; pass source.{key}={example} (source.kind={src.kind} needs it)")
     _check(bool(src.extensions) and all(e.startswith(".") for e in src.extensions),
            f"source.extensions must be a non-empty list like ['.jpg', '.png'], got {src.extensions!r}")
@@ -270,4 +273,8 @@ def _positive(name: str, value: int) -> None:
     _check(value > 0, f"{name} must be a positive integer, got {value!r}; set {name}=N with N > 0")
 
 
-from lmdbshard.write.parse import parse_config  # noqa: E402  (the mapping -> dataclass builder; re-exported here)
+
+def parse_config(data: Mapping[str, Any], cls: Optional[type] = None) -> Any:
+    """Build ``cls`` (default ``ConvertConfig``) from a nested mapping, refusing unknown keys and wrong
+    types in one line (no path checks: ``validate()`` does those)."""
+    return build(ConvertConfig if cls is None else cls, data)

@@ -35,7 +35,7 @@ from lmdbshard.write.lock import OutputLock
 from lmdbshard.write.report import ReportSet, ShardReport, stage_seconds
 from lmdbshard.write.resume import OutputDir, identity_hash
 from lmdbshard.write.plan import Plan, make_plan
-from lmdbshard.write.progress import Progress, stage_fractions, stage_shares
+from lmdbshard.write.progress import Progress, plural, stage_fractions, stage_shares
 from lmdbshard.write.runner import check_shards_on_ray, pickle_for_workers, ray_session, run_shards
 from lmdbshard.write.task import STAGES, ItemTable, ShardTask, WriteOptions
 from lmdbshard.write.sources import list_source
@@ -165,7 +165,7 @@ def _python_config(cfg: ConvertConfig, dataset: object | None) -> tuple[ConvertC
     contents (say, another split) is refused."""
     if dataset is None:
         return cfg, None
-    if cfg.source.kind != "python" or cfg.source.target not in (None, "", "???"):
+    if cfg.source.kind != "python" or cfg.source.target not in (None, ""):
         raise ConfigError("a dataset object needs source.kind=python and no source.target; "
                           "pass one or the other")
     python = python_source(cfg.source, dataset, dumps=pickle_for_workers)
@@ -193,8 +193,9 @@ def _start(cfg: ConvertConfig, dataset: object | None) -> Job:
 def _reuse(job: Job) -> tuple[ReportSet, float]:
     """The complete shards an earlier run left for this plan (checked by ``cfg.resume_check``)."""
     listing, plan, cfg = job.listing, job.plan, job.cfg
-    log.info("listed %d images in %d classes under %s; %d shards of %d; Pillow %s (libjpeg-turbo: %s), lmdb %s",
-             len(listing), len(listing.classes), listing.root, plan.num_shards, plan.shard_size,
+    log.info("listed %s in %s under %s; %s of %d; Pillow %s (libjpeg-turbo: %s), lmdb %s",
+             plural(len(listing), "image"), plural(len(listing.classes), "class", "classes"), listing.root,
+             plural(plan.num_shards, "shard"), plan.shard_size,
              PIL.__version__, features.check_feature("libjpeg_turbo"), lmdb.__version__)
     for w in listing.warnings:
         log.warning("%s", w)
@@ -204,8 +205,8 @@ def _reuse(job: Job) -> tuple[ReportSet, float]:
     reports, notes = job.output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), job.record_format,
                                                 checker=checker)
     if reports:
-        log.info("kept %d complete shards from an earlier run (checked by %s in %.1f s); %d to build",
-                 len(reports), cfg.resume_check, time.monotonic() - t, plan.num_shards - len(reports))
+        log.info("kept %s from an earlier run (checked by %s in %.1f s); %d to build",
+                 plural(len(reports), "complete shard"), cfg.resume_check, time.monotonic() - t, plan.num_shards - len(reports))
     for note in notes:
         log.warning("%s", note)
     return reports, time.monotonic() - t
@@ -233,22 +234,20 @@ def _run(job: Job, reports: ReportSet) -> RunTimes:
         progress.add_stage_seconds(report.seconds)
 
     ray_s = 0.0
-    t_run = time.monotonic()
     with Progress(plan.num_samples, plan.num_shards, cfg.progress, cfg.log_interval_s) as progress:
         progress.reuse(reports.planned, len(reports))
         progress.skipped = len(reports.skipped)
         if todo:
-            with ray_session(cfg.ray) as ray_s:
-                t_run = time.monotonic()
+            with ray_session(cfg.ray, cfg.scratch_dir) as ray_s:
                 progress.restart_clock()
                 failures = run_shards(_tasks(plan, job.listing, todo), opts, cfg.ray, progress, record)
             if failures:
                 first = failures[0]
                 raise JobFailedError(
-                    f"{len(failures)} shard(s) failed (first: shard {first.index}: {first.message}); "
-                    f"{len(reports)} of {plan.num_shards} shards are complete and kept: fix the cause and "
+                    f"{plural(len(failures), 'shard')} failed (first: shard {first.index}: {first.message}); "
+                    f"{len(reports)} of {plural(plan.num_shards, 'shard')} complete and kept: fix the cause and "
                     "rerun the same command to redo only the rest")
-    return RunTimes(todo, ray_s, time.monotonic() - t_run)
+    return RunTimes(todo, ray_s, progress.elapsed())   # the bar's time: its final rate is the summary's
 
 
 def _result(job: Job, reports: ReportSet, times: RunTimes, wall_s: float) -> ConvertResult:
@@ -301,7 +300,7 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
         resuming = _checks_on_ray(job)   # before prepare writes the plan
         job.output.prepare(job.cfg, job.listing, job.plan)
         # Joined once for the check and the run (ray_session does not restart a session that is up).
-        with ray_session(job.cfg.ray) if resuming else contextlib.nullcontext():
+        with ray_session(job.cfg.ray, job.cfg.scratch_dir) if resuming else contextlib.nullcontext():
             reports, check_s = _reuse(job)
             times = _run(job, reports)
         result = dataclasses.replace(_result(job, reports, times, time.monotonic() - t0),

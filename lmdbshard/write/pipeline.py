@@ -94,7 +94,7 @@ def process(item, payload: Any, opts, seconds: dict[str, float]) -> Encoded:
         encoded = _encode(img, mask, label, item, storage, payload)
     seconds["decode"] += t1 - t0
     seconds["transform"] += ta - t1
-    seconds["augment"] += t2 - ta
+    seconds["augment"] += t2 - ta if opts.augment.ops else 0.0   # no augmentation: no share of the time
     seconds["encode"] += time.perf_counter() - t2
     return encoded
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
-from typing import Mapping
+from typing import Mapping, Optional
 
 log = logging.getLogger("lmdbshard")
 
@@ -15,6 +16,12 @@ def _duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def plural(n: float, noun: str, nouns: Optional[str] = None) -> str:
+    """``1 shard``, ``0 shards``, ``2 shards``, ``1.5 CPUs``, ``3 classes``: a count with its noun."""
+    number = f"{n:g}" if isinstance(n, float) else str(n)
+    return f"{number} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def stage_fractions(seconds: Mapping[str, float]) -> dict[str, float]:
@@ -27,11 +34,34 @@ def stage_fractions(seconds: Mapping[str, float]) -> dict[str, float]:
 
 
 def stage_shares(seconds: Mapping[str, float]) -> str:
-    """Which stage bounds a job, e.g. ``decode 61%, encode 22%, read 9%, write 4%, transform 4%``."""
+    """Which stage bounds a job, e.g. ``decode 61%, encode 22%, read 9%, write 4%, transform 4%``.
+
+    Stages that round to 0% are left out (``augment`` when there is no augmentation, say); the manifest's
+    ``stage_shares`` keeps every stage."""
     fractions = stage_fractions(seconds)
     if not fractions:
         return "n/a (no shard was built)"
-    return ", ".join(f"{k} {100 * v:.0f}%" for k, v in fractions.items())
+    return ", ".join(f"{k} {100 * v:.0f}%" for k, v in fractions.items() if v >= 0.005) or "n/a"
+
+
+@functools.lru_cache(maxsize=None)
+def _bar_class() -> type:
+    """tqdm, with a final rate and time that can be pinned, so that the bar's last word is the job's own
+    images/s (tqdm's is a smoothed recent rate, and Ray's shutdown is not the job's time). Imported on
+    first use: only a terminal needs it."""
+    from tqdm import tqdm
+
+    class PinnedRateBar(tqdm):
+        final: Optional[tuple[float, float]] = None   # (rate, elapsed) of the finished work
+
+        @property
+        def format_dict(self):
+            d = super().format_dict
+            if self.final is not None:
+                d["rate"], d["elapsed"] = self.final[0] or None, self.final[1]
+            return d
+
+    return PinnedRateBar
 
 
 class Progress:
@@ -39,37 +69,46 @@ class Progress:
     the stage shares of the shards finished so far (summed over workers).
 
     ``mode``: ``bar`` (tqdm), ``log`` (a line every ``interval`` seconds), ``none``,
-    or ``auto`` (bar on a TTY, log lines otherwise).
+    or ``auto`` (bar on a terminal, log lines otherwise). Nothing is drawn before the first
+    ``update`` or ``restart_clock``, so that what start-up prints (Ray's notices) never lands
+    inside the bar. When a run builds nothing (every shard was complete), it says so in one line.
     """
 
     def __init__(self, total: int, shards: int, mode: str = "auto", interval: float = 10.0,
-                 stream=None, desc: str = "converting"):
+                 stream=None, desc: str = "converting", unit: str = "img"):
         self.total, self.shards = total, shards
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "log"
-        self.mode, self.interval = mode, interval
+        self.mode, self.interval, self.desc, self.unit = mode, interval, desc, unit
         self.done = self.shards_done = self.reused = self.failed = self.skipped = 0
         self._start = time.monotonic()
+        self._end: Optional[float] = None   # set by stop_clock or close: the rate is frozen there
+        self._closed = False
         self._base = 0          # images reused from earlier runs: not counted in the rate
         self._last_line = self._start
+        self._started = False   # update or restart_clock was called: this run does work
         self.stage_seconds: dict[str, float] = {}
         self._bar = None
-        if mode == "bar":
-            from tqdm import tqdm
-            self._bar = tqdm(total=total, unit="img", file=self.stream, dynamic_ncols=True,
-                             smoothing=0.1, desc=desc)
+
+    def _draw(self) -> None:
+        self._started = True
+        if self.mode == "bar" and self._bar is None:
+            self._bar = _bar_class()(total=self.total, initial=self.done, unit=self.unit, file=self.stream,
+                             dynamic_ncols=True, smoothing=0.1, desc=self.desc)
 
     def restart_clock(self) -> None:
-        """Start measuring the rate now (after start-up costs such as starting Ray)."""
+        """Start measuring the rate now (after start-up costs such as starting Ray), and start drawing."""
         self._start = self._last_line = time.monotonic()
         self._base = self.done
+        self._draw()
 
     def reuse(self, images: int, shards: int) -> None:
         """Count shards kept from an earlier run (done before this run started)."""
         self.reused += shards
         self._base += images
-        self.update(self.done + images, self.shards_done + shards, self.skipped)
+        self.done = min(self.done + images, self.total)
+        self.shards_done += shards
 
     def add_stage_seconds(self, seconds: Mapping[str, float]) -> None:
         """Add the per-stage seconds of one finished shard."""
@@ -77,6 +116,7 @@ class Progress:
             self.stage_seconds[k] = self.stage_seconds.get(k, 0.0) + v
 
     def update(self, done: int, shards_done: int, skipped: int, failed: int = 0) -> None:
+        self._draw()
         done = min(done, self.total)
         if self._bar is not None:
             self._bar.update(done - self.done)
@@ -92,8 +132,13 @@ class Progress:
     def _postfix(self, shards_done: int, skipped: int, failed: int) -> str:
         return f"shards {shards_done}/{self.shards} reused {self.reused} failed {failed} skipped {skipped}"
 
+    def elapsed(self) -> float:
+        """Seconds since ``restart_clock``, until ``stop_clock`` or ``close``."""
+        return (self._end or time.monotonic()) - self._start
+
     def rate(self) -> float:
-        elapsed = time.monotonic() - self._start
+        """Images/s built by this run since ``restart_clock`` (until ``stop_clock`` or ``close``)."""
+        elapsed = self.elapsed()
         return (self.done - self._base) / elapsed if elapsed > 0 else 0.0
 
     def _line(self) -> None:
@@ -106,8 +151,21 @@ class Progress:
         log.info("progress %d/%d images (%.1f%%) %.1f img/s ETA %s %s%s", self.done, self.total, pct, rate, eta,
                  self._postfix(self.shards_done, self.skipped, self.failed), stages)
 
+    def stop_clock(self) -> None:
+        """The work is over (Ray's shutdown is not part of the rate)."""
+        if self._end is None:
+            self._end = time.monotonic()
+
     def close(self) -> None:
-        if self._bar is not None:
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_clock()
+        if not self._started:
+            if self.mode != "none" and self.shards and self.reused == self.shards:
+                log.info("nothing to build: all %s were complete already", plural(self.shards, "shard"))
+        elif self._bar is not None:
+            self._bar.final = (self.rate(), self._end - self._start)
             self._bar.close()
         elif self.mode == "log":
             self._line()

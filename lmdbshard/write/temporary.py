@@ -61,7 +61,7 @@ class TemporaryDataset:
 
 def convert_temporary(cfg: ConvertConfig, dataset: Optional[object] = None) -> TemporaryDataset:
     from lmdbshard.write.coordinator import convert
-    parent = cfg.out if cfg.out not in (None, "", "???") else cfg.scratch_dir
+    parent = cfg.out if cfg.out not in (None, "") else cfg.scratch_dir
     if parent:
         os.makedirs(os.path.expanduser(parent), exist_ok=True)
     out = tempfile.mkdtemp(prefix="lmdbshard-tmp-", dir=os.path.expanduser(parent) if parent else None)

@@ -12,7 +12,9 @@ goes into a ``*.partial`` directory, which is fsynced and renamed. A full disk b
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from typing import Callable, Optional
@@ -26,7 +28,7 @@ from lmdbshard.format.record import LMDB_DATA_FILE, SHARD_DIR, RecordHasher, enc
 
 BATCH_BYTES = 32 << 20     # one write transaction holds about this much
 BATCH_RECORDS = 4096
-INITIAL_MAP = 256 << 20    # grows by doubling on MapFullError
+INITIAL_MAP = 64 << 30     # address space only (no writemap); doubles on MapFullError, which no real shard meets
 
 
 class ShardBuilder:
@@ -35,11 +37,21 @@ class ShardBuilder:
     No ``writemap``: with it, a full disk kills the process with SIGBUS when a page of
     the sparse map is touched; without it, LMDB reports a write error that becomes a
     clear message. It costs about 0.5 ms per 1,000 records (measured), a rounding error.
+
+    Reproducible bytes: the published file is a function of the records alone (docs/FORMAT.md,
+    "Reproducible files"). ``meminit=True`` zeroes the unused parts of new pages, which would
+    otherwise carry whatever the worker's heap held into the file; the batching (BATCH_BYTES,
+    BATCH_RECORDS) is fixed, since where transactions end decides which stale bytes the page
+    gaps keep; the map starts large enough never to grow (a transaction aborted on
+    ``MapFullError`` leaves pages in LMDB's page cache whose stale bytes end up in later page
+    gaps, so a shard that grew its map differs from one that did not); and the map size LMDB
+    writes into the copy's meta page is set to the pages in use, not to the 64 GiB reservation
+    (a C reader such as Caffe maps the size the meta page names).
     """
 
     def __init__(self, index: int, path: str, map_size: int, planned: int):
         self.index, self.path, self.planned = index, path, planned
-        self.env = lmdb.open(path, subdir=False, map_size=map_size, meminit=False, metasync=False,
+        self.env = lmdb.open(path, subdir=False, map_size=map_size, meminit=True, metasync=False,
                              sync=False, lock=False, max_dbs=0)
         self.bytes_in = self.records = 0
 
@@ -70,6 +82,7 @@ class ShardBuilder:
         folder = os.path.dirname(final)
         os.makedirs(folder, exist_ok=True)
         try:
+            self.env.set_mapsize(self.used_bytes())   # the copy's meta records it: one value for one set of records
             with publishing_dir(final, LMDB_DATA_FILE) if directory else publishing(final) as fd:
                 self.env.copyfd(fd, compact=True)
         except (lmdb.Error, OSError) as exc:
@@ -144,18 +157,48 @@ class ShardOutput:
                 builder.close()
 
 
+SCRATCH_PREFIX = "lmdbshard-"
+
+
 def scratch_dir(index: int, parent: Optional[str]) -> str:
-    """A fresh scratch folder for shard ``index``, after removing those that dead attempts at it left
-    behind (a worker killed mid-shard cannot clean up; its retry lands on the same node's disk)."""
+    """A fresh scratch folder for shard ``index``, named ``lmdbshard-<host>-<pid>-<index>-<random>``, after
+    removing the folders that dead processes of this host left behind (a worker killed mid-shard, or a
+    driver stopped by a signal, cannot clean up; a live process's folder is never touched)."""
     parent = parent or tempfile.gettempdir()
     os.makedirs(parent, exist_ok=True)
-    prefix = f"lmdbshard-{index:06d}-"
-    for name in os.listdir(parent):
-        if name.startswith(prefix):
-            pid = name[len(prefix):].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+    remove_dead_scratch(parent)
+    return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{_host()}-{os.getpid()}-{index:06d}-", dir=parent)
+
+
+def remove_dead_scratch(parent: Optional[str]) -> list[str]:
+    """Remove the scratch folders under ``parent`` that processes of this host no longer running made;
+    returns their paths. Folders of other hosts (a shared ``scratch_dir``) are left to those hosts."""
+    parent = parent or tempfile.gettempdir()
+    try:
+        names = os.listdir(parent)
+    except FileNotFoundError:
+        return []
+    host, removed = _host(), []
+    for name in names:
+        owner = scratch_owner(name)
+        if owner is not None and owner[0] == host and not _alive(owner[1]):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            removed.append(os.path.join(parent, name))
+    return removed
+
+
+def scratch_owner(name: str) -> Optional[tuple[str, int]]:
+    """(host, pid) of a scratch folder's name, or None when the name is not one of ours."""
+    if not name.startswith(SCRATCH_PREFIX):
+        return None
+    parts = name[len(SCRATCH_PREFIX):].rsplit("-", 3)   # the host may hold "-"; mkdtemp's suffix never does
+    if len(parts) != 4 or not parts[0] or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    return parts[0], int(parts[1])
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "localhost"
 
 
 def _alive(pid: int) -> bool:
