@@ -7,14 +7,14 @@ import pickle
 import shutil
 import zipfile
 
+import lmdb
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conftest import job, make_tree
+from helpers import job, make_tree
 from lmdbshard import RayConfig, convert
 from lmdbshard.write.runner import check_shards_on_ray
-from test_resume import flip_byte_in_record
 from lmdbshard.errors import FormatError, PlanMismatchError
 from lmdbshard.benchmark.scale_plan import synthetic_listing
 from lmdbshard.write.listing import Listing, PathTable
@@ -26,6 +26,20 @@ from lmdbshard.write.task import ItemTable, ShardItem, ShardTask
 
 # Non-UTF-8 bytes included; no NUL (no file name holds one) and not empty.
 raw_paths = st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b)
+
+
+def flip_a_record_byte(shard: str) -> None:
+    """Change one byte inside the third record's value, in the file itself (its size stays the same)."""
+    env = lmdb.open(shard, subdir=False, readonly=True, lock=False)
+    with env.begin() as txn:
+        value = list(txn.cursor())[2][1]
+    env.close()
+    with open(shard, "r+b") as f:
+        at = f.read().index(value) + 120
+        f.seek(at)
+        byte = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([byte ^ 0x5A]))
 
 
 def reference_digest(paths, labels, masks=None) -> str:
@@ -142,7 +156,7 @@ def test_a_million_paths_are_held_and_stored_compactly(tmp_path):
 def test_the_resume_check_runs_as_ray_tasks_and_the_summary_says_how_long(demo_out, tmp_path, ray_local):
     tree, src = demo_out
     out = shutil.copytree(src, str(tmp_path / "copy"))
-    flip_byte_in_record(os.path.join(out, "shards", "shard-000003.lmdb"))
+    flip_a_record_byte(os.path.join(out, "shards", "shard-000003.lmdb"))
     saved = json.load(open(os.path.join(out, "plan.json")))
     plan = make_plan(saved["num_sources"], saved["seed"], saved["shard_size"])
     kept, notes = OutputDir(out).complete_shards(plan, "checksum", checker=check_shards_on_ray)

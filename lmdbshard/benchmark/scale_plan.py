@@ -126,10 +126,10 @@ def _rss(field_name: str) -> int:
 def measure_plan(samples: int, work: str) -> PlanScale:
     """Every step in this process (run it in a fresh one: ``plan_in_subprocess``)."""
     from lmdbshard.write.config import ConvertConfig, SourceConfig
-    from lmdbshard.write.coordinator import _item_table
     from lmdbshard.write.plan import make_plan
     from lmdbshard.write.resume import OutputDir
-    from lmdbshard.write.stored_listing import LISTING_NAME
+    from lmdbshard.write.stored_listing import LISTING_NAME, load_listing
+    from lmdbshard.write.task import ItemTable
 
     start_rss = _rss("VmRSS")
     seconds: dict[str, float] = {}
@@ -146,10 +146,10 @@ def measure_plan(samples: int, work: str) -> PlanScale:
     cfg = ConvertConfig(source=SourceConfig(root=listing.root), out=work, shard_size=SHARD_SIZE)
     timed("write", lambda: OutputDir(work).prepare(cfg, listing, plan))
     timed("rerun_check", lambda: OutputDir(work)._check_saved_plan(cfg, listing, plan))
-    table = _item_table(plan, listing)
+    table = ItemTable.of(plan, listing)
     timed("shard_items", lambda: table.items(0, SHARD_SIZE))
     growth = _rss("VmHWM") - start_rss   # the driver's steps; a full load happens only to explain a change
-    timed("load", lambda: OutputDir(work).saved_listing())
+    timed("load", lambda: load_listing(OutputDir(work).listing_path))
     with zipfile.ZipFile(os.path.join(work, LISTING_NAME)) as zf:
         paths_z = zf.getinfo("paths.npy").compress_size
     return PlanScale(samples, seconds, os.path.getsize(OutputDir(work).plan_path),

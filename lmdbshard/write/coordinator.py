@@ -116,17 +116,10 @@ class RunTimes:
 
 
 def _tasks(plan: Plan, listing: Listing, todo: list[int]) -> Iterator[ShardTask]:
-    """Shard tasks: positions only (a few dozen bytes each); the items come from ``_item_table``."""
-    root = listing.source_root()
+    """Shard tasks: positions only (a few dozen bytes each); the items come from ``ItemTable.of``."""
     for k in todo:
         start, stop = plan.shard_range(k)
-        yield ShardTask(k, start, stop - start, root)
-
-
-def _item_table(plan: Plan, listing: Listing) -> ItemTable:
-    """Every item of the job as compact arrays, shared once with every task (``WriteOptions.items``)."""
-    order = plan.order.astype(np.int32) if plan.num_samples < 2**31 else plan.order
-    return ItemTable(order, plan.num_sources, listing.paths, listing.labels, listing.mask_paths)
+        yield ShardTask(k, start, stop - start, listing.source_root())
 
 
 def _fields(cfg: ConvertConfig, has_mask: bool) -> list[dict]:
@@ -199,11 +192,9 @@ def _reuse(job: Job) -> tuple[ReportSet, float]:
              PIL.__version__, features.check_feature("libjpeg_turbo"), lmdb.__version__)
     for w in listing.warnings:
         log.warning("%s", w)
-    t = time.monotonic()
-    # On a cluster the check runs as Ray tasks spread over its nodes; on one machine, on driver threads.
-    checker = check_shards_on_ray if _checks_on_ray(job) else check_shards
+    t = time.monotonic()   # the check: Ray tasks spread over a cluster's nodes, or driver threads
     reports, notes = job.output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), job.record_format,
-                                                checker=checker)
+                                                check_shards_on_ray if _checks_on_ray(job) else check_shards)
     if reports:
         log.info("kept %s from an earlier run (checked by %s in %.1f s); %d to build",
                  plural(len(reports), "complete shard"), cfg.resume_check, time.monotonic() - t, plan.num_shards - len(reports))
@@ -212,8 +203,7 @@ def _reuse(job: Job) -> tuple[ReportSet, float]:
     return reports, time.monotonic() - t
 
 
-def _checks_on_ray(job: Job) -> bool:
-    """Whether a rerun checks an earlier run's shards on the Ray cluster (``ray.address`` given)."""
+def _checks_on_ray(job: Job) -> bool:   # a rerun's check, on a cluster (ray.address given)
     return (job.cfg.ray.address is not None and job.cfg.resume_check != "size"
             and os.path.exists(job.output.plan_path) and not job.cfg.overwrite)
 
@@ -224,7 +214,7 @@ def _run(job: Job, reports: ReportSet) -> RunTimes:
     todo = [k for k in range(plan.num_shards) if k not in reports]
     opts = WriteOptions(out=job.out, transform=cfg.transform, storage=cfg.storage, on_error=cfg.on_error,
                         scratch_dir=cfg.scratch_dir, augment=cfg.augment, seed=cfg.seed, python=job.python,
-                        items=_item_table(plan, job.listing) if todo else None)
+                        items=ItemTable.of(plan, job.listing) if todo else None)
     digest = plan.digest()
 
     def record(report: ShardReport) -> None:

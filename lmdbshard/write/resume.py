@@ -33,7 +33,7 @@ from lmdbshard.format.record import (
     MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, lmdb_data_file, shard_filename,
 )
 from lmdbshard.write.listing import Listing
-from lmdbshard.write.stored_listing import LISTING_NAME, StoredListing, load_listing, save_listing
+from lmdbshard.write.stored_listing import LISTING_NAME, changes, load_listing, save_listing
 from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT
 from lmdbshard.write.atomic import write_json_atomic
 from lmdbshard.write.lock import LOCK_NAME
@@ -103,28 +103,18 @@ class OutputDir:
             "listing_sha256": listing.digest(),
             "identity": identity,
             "identity_sha256": identity_hash(identity),
-            "seed": plan.seed,
-            "shard_size": plan.shard_size,
-            "rounds": plan.rounds,
-            "num_sources": plan.num_sources,
-            "num_shards": plan.num_shards,
-            "source_kind": listing.kind,
-            "source_root": listing.source_root(),
-            "classes": listing.classes,
-            # the sources: listing.npz beside this file; a python source has none (its items are
-            # target[0..num_sources-1])
+            "seed": plan.seed, "shard_size": plan.shard_size, "rounds": plan.rounds,
+            "num_sources": plan.num_sources, "num_shards": plan.num_shards,
+            "source_kind": listing.kind, "source_root": listing.source_root(), "classes": listing.classes,
+            # the sources: listing.npz beside this file; a python source has none (dataset[0..num_sources-1])
             "listing": None if listing.kind == "python" else LISTING_NAME,
         }
-
-    def saved_listing(self) -> StoredListing:
-        """The saved listing (``listing.npz``), read when asked for."""
-        return load_listing(self.listing_path)
 
     def source_paths(self) -> list[str]:
         """The saved plan's source paths by source index, exactly as listed (a python source: none)."""
         if self.load_plan_document().get("listing") is None:
             return []
-        return list(self.saved_listing().paths)
+        return list(load_listing(self.listing_path).paths)
 
     def load_plan_document(self) -> dict:
         """The saved plan.json, read once (it holds one entry per source: large for big datasets)."""
@@ -152,16 +142,9 @@ class OutputDir:
             if saved.get("listing") is None or listing.kind == "python":
                 raise PlanMismatchError(f"the python source changed since {self.root!r} was planned (its target, "
                                         f"arguments or length differ); {fix}")
-            stored = self.saved_listing()   # only now: a rerun of an unchanged listing never reads it
-            old = dict(zip(map(names.display, stored.paths), stored.labels.tolist()))
-            new = dict(zip(map(names.display, listing.paths), listing.labels.tolist()))
-            added = sorted(set(new) - set(old))
-            removed = sorted(set(old) - set(new))
-            relabelled = sorted(p for p in set(old) & set(new) if old[p] != new[p])
-            parts = [f"{len(v)} {what} (e.g. {v[0]!r})" for what, v in
-                     (("added", added), ("removed", removed), ("relabelled", relabelled)) if v]
+            # only now: a rerun of an unchanged listing never reads the saved one
             raise PlanMismatchError(f"the source listing changed since {self.root!r} was planned: "
-                                    f"{', '.join(parts) or 'order or classes differ'}; {fix}")
+                                    f"{changes(load_listing(self.listing_path), listing.paths, listing.labels)}; {fix}")
         root = names.display(listing.source_root())
         if saved.get("source_root") not in (None, root):
             raise PlanMismatchError(f"source.root changed from {saved['source_root']!r} to {root!r} since "

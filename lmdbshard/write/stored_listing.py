@@ -18,11 +18,12 @@ from __future__ import annotations
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from lmdbshard.errors import FormatError
+from lmdbshard.format import names
 from lmdbshard.write.atomic import publishing
 from lmdbshard.write.listing import PathTable
 
@@ -92,3 +93,14 @@ def load_listing(path: str) -> StoredListing:
     if len(labels) != len(paths) or (masks is not None and len(masks) != len(paths)):
         raise FormatError(f"{path}: {len(paths)} paths but {len(labels)} labels; rerun with overwrite=true")
     return StoredListing(paths, labels, masks)
+
+
+def changes(stored: StoredListing, paths: Sequence[str], labels: np.ndarray) -> str:
+    """What differs between the saved listing and a new one, e.g. ``2 added (e.g. 'cat/new.jpg')``."""
+    old = dict(zip(map(names.display, stored.paths), stored.labels.tolist()))
+    new = dict(zip(map(names.display, paths), np.asarray(labels).tolist()))
+    added, removed = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+    relabelled = sorted(p for p in set(old) & set(new) if old[p] != new[p])
+    parts = [f"{len(v)} {what} (e.g. {v[0]!r})" for what, v in
+             (("added", added), ("removed", removed), ("relabelled", relabelled)) if v]
+    return ", ".join(parts) or "order or classes differ"

@@ -23,7 +23,9 @@ import numpy as np
 from lmdbshard.write.writer import INITIAL_MAP, ShardOutput, scratch_dir
 from lmdbshard.write.config import AugmentConfig, StorageConfig, TransformConfig
 from lmdbshard.errors import SampleError
+from lmdbshard.write.listing import Listing
 from lmdbshard.write.pipeline import process
+from lmdbshard.write.plan import Plan
 from lmdbshard.write.reading import prefetched
 from lmdbshard.write.report import ShardReport
 from lmdbshard.format.manifest import ShardEntry, Skipped
@@ -55,6 +57,11 @@ class ItemTable:
     paths: Sequence[str]                  # a PathTable (a python source: IndexNames)
     labels: np.ndarray                    # int32, per source (-1: none)
     mask_paths: Optional[Sequence[str]] = None
+
+    @classmethod
+    def of(cls, plan: Plan, listing: Listing) -> "ItemTable":
+        order = plan.order.astype(np.int32) if plan.num_samples < 2**31 else plan.order
+        return cls(order, plan.num_sources, listing.paths, listing.labels, listing.mask_paths)
 
     def items(self, start: int, stop: int) -> tuple[ShardItem, ...]:
         """The items at plan positions ``start .. stop-1``."""
