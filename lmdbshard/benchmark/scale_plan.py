@@ -106,12 +106,12 @@ def synthetic_listing(samples: int, seed: int = 0):
     wnids = sorted(set(rng.integers(10**6, 10**8, size=2 * CLASSES).tolist()))[:CLASSES]
     per = np.full(CLASSES, samples // CLASSES)
     per[:samples % CLASSES] += 1
-    tables = []
+    builder = PathTable.builder()   # as list_imagefolder appends each class folder's paths
     for wnid, k in zip(wnids, per.tolist()):
         ids = np.sort(rng.choice(20 * max(k, 1), size=k, replace=False)) + 1
-        tables.append(PathTable.from_bytes([b"n%08d/n%08d_%d.JPEG" % (wnid, wnid, i) for i in ids.tolist()]))
+        builder.add([b"n%08d/n%08d_%d.JPEG" % (wnid, wnid, i) for i in ids.tolist()])
     labels = np.repeat(np.arange(CLASSES, dtype=np.int32), per)
-    paths = PathTable.concat(tables)
+    paths = builder.build()
     return Listing("/data/imagenet/train", [f"n{w:08d}" for w in wnids], paths, labels)
 
 

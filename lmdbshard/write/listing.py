@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
@@ -75,7 +76,7 @@ class Listing:
         return h.hexdigest()
 
 
-DIGEST_CHUNK = 1 << 14   # items per block of digest lines (a few MB of index arrays)
+DIGEST_CHUNK = 1 << 12   # items per block of digest lines (about 6 MB of index arrays)
 
 
 def _segments(dst: np.ndarray, dst_starts: np.ndarray, src: np.ndarray, src_starts: np.ndarray,
@@ -166,20 +167,8 @@ class PathTable(Sequence[str]):
         return cls(np.frombuffer(b"".join(raw), dtype=np.uint8), offsets)
 
     @classmethod
-    def concat(cls, tables: list["PathTable"]) -> "PathTable":
-        """The tables one after another. Consumes ``tables`` (it is left empty), releasing each part
-        once copied, so that the parts and the whole are never all held at once."""
-        data = np.empty(sum(len(t.data) for t in tables), dtype=np.uint8)
-        offsets = np.zeros(sum(len(t) for t in tables) + 1, dtype=np.int64)
-        at = count = 0
-        tables.reverse()
-        while tables:
-            t = tables.pop()
-            data[at:at + len(t.data)] = t.data
-            offsets[count + 1:count + len(t) + 1] = t.offsets[1:] + at
-            at, count = at + len(t.data), count + len(t)
-            del t
-        return cls(data, offsets)
+    def builder(cls) -> "PathTableBuilder":
+        return PathTableBuilder()
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -210,3 +199,24 @@ class PathTable(Sequence[str]):
     @property
     def nbytes(self) -> int:
         return self.data.nbytes + self.offsets.nbytes
+
+
+class PathTableBuilder:
+    """Paths appended a batch at a time into one growing buffer, so that a listing never holds its paths
+    twice (large buffers grow in place) nor leaves a heap of freed per-folder pieces behind."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._lengths = array("q")
+
+    def add(self, raw: list[bytes]) -> int:
+        """Append paths given as exact bytes; returns how many."""
+        self._data += b"".join(raw)
+        self._lengths.extend(map(len, raw))
+        return len(raw)
+
+    def build(self) -> PathTable:
+        offsets = np.zeros(len(self._lengths) + 1, dtype=np.int64)
+        np.cumsum(np.frombuffer(self._lengths, dtype=np.int64), out=offsets[1:])
+        self._lengths = array("q")
+        return PathTable(np.frombuffer(self._data, dtype=np.uint8), offsets)
