@@ -166,7 +166,7 @@ UNREADABLE_SCRIPT = textwrap.dedent("""
     from lmdbshard import StorageConfig, TransformConfig
     from lmdbshard.write.task import ShardItem, ShardTask, WriteOptions, write_shard
     items = (ShardItem(0, 0, "cat/ok.png", 0), ShardItem(1, 0, "cat/secret.png", 0))
-    report = write_shard(ShardTask(0, 0, {root!r}, items),
+    report = write_shard(ShardTask.of_items(0, 0, {root!r}, items),
                          WriteOptions(out={out!r}, transform=TransformConfig(), storage=StorageConfig(encoding="raw")))
     print(json.dumps(report.to_json()))
 """)

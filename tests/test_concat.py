@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 import pytest
 
+from lmdbshard.write.resume import OutputDir
 from lmdbshard import ClassMismatchError, ShardedDataset, convert
 
 from helpers import job, make_tree
@@ -27,10 +25,9 @@ def outputs(demo_out, tmp_path_factory):
 
 def folder_names(root: str) -> list[str]:
     """The class folder of every sample of one output, in index order, from its records and plan."""
-    with open(os.path.join(root, "plan.json")) as f:
-        sources = json.load(f)["sources"]
+    sources = OutputDir(root).source_paths()
     with ShardedDataset(root) as ds:
-        return [sources[ds.record(i).source_index][0].split("/")[0] for i in range(len(ds))]
+        return [sources[ds.record(i).source_index].split("/")[0] for i in range(len(ds))]
 
 
 def assert_labels_name_their_folders(ds: ShardedDataset, roots: list[str]) -> None:

@@ -18,6 +18,7 @@ import textwrap
 import pytest
 from PIL import Image
 
+from lmdbshard.write.resume import OutputDir
 from lmdbshard import ShardedDataset, StorageConfig, TransformConfig, convert
 from lmdbshard.write.augment import augment
 from lmdbshard.write.config import AugmentOp
@@ -96,7 +97,7 @@ def test_the_job_finishes_with_every_good_image_once(hostile, shorter):
     tree, runs = hostile
     result, manifest, out = runs[shorter]
     ds = ShardedDataset(out)
-    sources = [p for p, _ in json.load(open(os.path.join(out, "plan.json")))["sources"]]
+    sources = OutputDir(out).source_paths()
     stored = [sources[ds.record(i).source_index] for i in range(len(ds))]
     assert sorted(stored) == sorted(tree.files)                     # each good image exactly once
     assert result.images_skipped == manifest["num_errors"] == len(HOSTILE)
@@ -131,7 +132,7 @@ TASK_SCRIPT = textwrap.dedent("""
     from lmdbshard.write.task import ShardItem, ShardTask, WriteOptions, write_shard
     listing = list_imagefolder({root!r}, [".jpg", ".jpeg", ".png"])
     items = tuple(ShardItem(i, 0, p, l) for i, (p, l) in enumerate(zip(listing.paths, listing.labels)))
-    report = write_shard(ShardTask(0, 0, listing.root, items),
+    report = write_shard(ShardTask.of_items(0, 0, listing.root, items),
                          WriteOptions(out={out!r}, transform=TransformConfig(resize_shorter=256),
                                       storage=StorageConfig(encoding="jpeg")))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -84,9 +84,9 @@ from lmdbshard.write.sources.paired import list_paired
 from lmdbshard.write.config import SourceConfig
 folder = list_imagefolder(sys.argv[1] + "/tree", IMG_EXTENSIONS)
 paired = list_paired(SourceConfig(kind="paired", root=sys.argv[1] + "/seg"))
-print(json.dumps(dict(paths=list(folder.paths), labels=list(folder.labels), warnings=folder.warnings,
+print(json.dumps(dict(paths=list(folder.paths), labels=folder.labels.tolist(), warnings=folder.warnings,
                       reason=unlisted_reason(sys.argv[1] + "/tree/dog/private"),
-                      paired=list(paired.paths), masks=paired.mask_paths)))
+                      paired=list(paired.paths), masks=list(paired.mask_paths))))
 """
 
 

@@ -125,7 +125,7 @@ def _task(tree, index: int = 0, shard_size: int = 21):
     plan = make_plan(len(paths), 0, shard_size)
     sources, rounds = plan.shard_items(index)
     items = tuple(ShardItem(int(s), int(r), paths[s], tree.files[paths[s]]) for s, r in zip(sources, rounds))
-    return ShardTask(index, plan.shard_range(index)[0], tree.root, items)
+    return ShardTask.of_items(index, plan.shard_range(index)[0], tree.root, items)
 
 
 def test_map_full_grows_the_map_and_writes_everything(tree, tmp_path):
@@ -275,7 +275,7 @@ def test_overwrite_refuses_a_folder_holding_a_users_files_and_deletes_nothing(co
     with pytest.raises(ConfigError, match=r"holds 'reports/q3.txt'"):   # a resume refuses it too
         convert(job(tree.root, out))
     assert open(os.path.join(out, "reports", "q3.txt"), "rb").read() == b"a user's quarterly report"
-    assert {p: os.path.getmtime(p) for p in stamps} == stamps and len(stamps) == 2 + 5 + 5   # all untouched
+    assert {p: os.path.getmtime(p) for p in stamps} == stamps and len(stamps) == 3 + 5 + 5   # all untouched (plan, listing, manifest)
 
 
 def test_overwrite_deletes_every_file_its_records_name_and_only_those(copy, ray_local):
@@ -286,7 +286,7 @@ def test_overwrite_deletes_every_file_its_records_name_and_only_those(copy, ray_
     assert result.shards_built == 3 and result.shards_reused == 0
     assert sorted(os.listdir(os.path.join(out, "shards"))) == [f"shard-00000{k}.lmdb" for k in range(3)]
     assert sorted(os.listdir(os.path.join(out, "reports"))) == [f"shard-00000{k}.json" for k in range(3)]
-    assert sorted(os.listdir(out)) == ["manifest.json", "plan.json", "reports", "shards"]
+    assert sorted(os.listdir(out)) == ["listing.npz", "manifest.json", "plan.json", "reports", "shards"]
     assert verify(out).ok
 
 

@@ -92,6 +92,7 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
     hasher = RecordHasher()
     n = 0
     key = None
+    _read_ahead(lmdb_data_file(exp.path))
     try:
         with reading(exp.path) as txn:   # checks the file's structure first: no SIGBUS below
             for key, value in txn.cursor():
@@ -143,6 +144,25 @@ def _check_datum(value: memoryview, decode: bool) -> Optional[str]:
     except (FormatError, OSError, ValueError, SyntaxError) as exc:
         return f"does not decode: {exc}"
     return None
+
+
+def _read_ahead(path: str) -> None:
+    """Ask the kernel to read the whole file ahead. Shards are mapped with readahead off (right for random
+    reads in training), so a whole-shard scan out of page cache would fault in one page at a time:
+    67 MB/s measured, against 279 MB/s with readahead. Best effort: nothing happens where unsupported."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return   # check_shard's open reports it
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass   # advice only
+    finally:
+        os.close(fd)
 
 
 def check_shards(expectations: Iterable[ShardExpectation], decode: bool = True, workers: Optional[int] = None,

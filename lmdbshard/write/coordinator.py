@@ -11,6 +11,7 @@ The coordinator, in phases:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -21,6 +22,7 @@ from typing import Iterator, Optional
 
 import PIL
 import lmdb
+import numpy as np
 from PIL import features
 
 from lmdbshard import __version__
@@ -28,16 +30,17 @@ from lmdbshard.write.config import ConvertConfig
 from lmdbshard.errors import ConfigError, JobFailedError
 from lmdbshard.write.listing import Listing
 from lmdbshard.write.atomic import write_json_atomic
-from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT, DatasetFacts, build_manifest, class_counts
+from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT, DatasetFacts, build_manifest
 from lmdbshard.write.lock import OutputLock
 from lmdbshard.write.report import ReportSet, ShardReport, stage_seconds
 from lmdbshard.write.resume import OutputDir, identity_hash
 from lmdbshard.write.plan import Plan, make_plan
 from lmdbshard.write.progress import Progress, plural, stage_fractions, stage_shares
-from lmdbshard.write.runner import pickle_for_workers, ray_session, run_shards
-from lmdbshard.write.task import STAGES, ShardItem, ShardTask, WriteOptions
+from lmdbshard.write.runner import check_shards_on_ray, pickle_for_workers, ray_session, run_shards
+from lmdbshard.write.task import STAGES, ItemTable, ShardTask, WriteOptions
 from lmdbshard.write.sources import list_source
 from lmdbshard.write.sources.python import PythonSource, python_source
+from lmdbshard.read.verify import check_shards
 
 log = logging.getLogger("lmdbshard")
 
@@ -58,6 +61,7 @@ class ConvertResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     passthrough: int = 0   # records that store their source file's bytes unchanged
+    check_s: float = 0.0   # the resume check of an earlier run's shards (resume_check)
 
     def stage_shares(self) -> str:
         """e.g. ``decode 61%, encode 22%, read 5%, write 4%`` (summed over workers)."""
@@ -72,6 +76,7 @@ class ConvertResult:
             f"  images written  {self.images_written}",
             f"  images skipped  {self.images_skipped}" + (" (see \"errors\" in manifest.json)" if self.images_skipped else ""),
             f"  shards          {self.shards} ({self.shards_built} built, {self.shards_reused} reused)",
+            *([f"  resume check    {self.check_s:.1f} s"] if self.check_s else []),
             f"  bytes           {self.bytes} ({mb:.1f} MB)",
             f"  wall time       {self.wall_s:.1f} s (of which Ray start-up {self.ray_startup_s:.1f} s)",
             f"  throughput      {self.images_per_s:.1f} images/s (built shards, Ray start-up excluded)"
@@ -111,14 +116,10 @@ class RunTimes:
 
 
 def _tasks(plan: Plan, listing: Listing, todo: list[int]) -> Iterator[ShardTask]:
-    """Shard tasks built one at a time, so the driver never holds every item at once."""
-    masks = listing.mask_paths
-    root = listing.source_root()
+    """Shard tasks: positions only (a few dozen bytes each); the items come from ``ItemTable.of``."""
     for k in todo:
-        sources, rounds = plan.shard_items(k)
-        items = tuple(ShardItem(s, r, listing.paths[s], listing.labels[s], masks[s] if masks else None)
-                      for s, r in zip(sources.tolist(), rounds.tolist()))
-        yield ShardTask(k, plan.shard_range(k)[0], root, items)
+        start, stop = plan.shard_range(k)
+        yield ShardTask(k, start, stop - start, listing.source_root())
 
 
 def _fields(cfg: ConvertConfig, has_mask: bool) -> list[dict]:
@@ -138,13 +139,17 @@ def _fields(cfg: ConvertConfig, has_mask: bool) -> list[dict]:
 
 def _class_counts(listing: Listing, rounds: int, reports: ReportSet) -> list[int]:
     """Records per class; python sources learn their labels in the tasks, so their reports count them."""
+    n = len(listing.classes)
     if listing.kind != "python":
-        return class_counts(listing.labels, len(listing.classes), rounds, reports.skipped)
-    counts = [0] * len(listing.classes)
-    for r in reports:
-        for label, n in r.label_counts.items():
-            if 0 <= int(label) < len(counts):
-                counts[int(label)] += n
+        labels = listing.labels
+        counts = np.bincount(labels[labels >= 0], minlength=n)[:n] * rounds
+        skipped = labels[np.asarray([s.source_index for s in reports.skipped], dtype=np.int64)]
+        counts -= np.bincount(skipped[skipped >= 0], minlength=n)[:n]
+        return counts.tolist()
+    counts = [0] * n
+    for label, k in reports.label_counts.items():
+        if 0 <= int(label) < n:
+            counts[int(label)] += k
     return counts
 
 
@@ -178,7 +183,7 @@ def _start(cfg: ConvertConfig, dataset: object | None) -> Job:
     return Job(cfg, out, listing, plan, OutputDir(out), python)
 
 
-def _reuse(job: Job) -> ReportSet:
+def _reuse(job: Job) -> tuple[ReportSet, float]:
     """The complete shards an earlier run left for this plan (checked by ``cfg.resume_check``)."""
     listing, plan, cfg = job.listing, job.plan, job.cfg
     log.info("listed %s in %s under %s; %s of %d; Pillow %s (libjpeg-turbo: %s), lmdb %s",
@@ -187,14 +192,20 @@ def _reuse(job: Job) -> ReportSet:
              PIL.__version__, features.check_feature("libjpeg_turbo"), lmdb.__version__)
     for w in listing.warnings:
         log.warning("%s", w)
-    t = time.monotonic()
-    reports, notes = job.output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), job.record_format)
+    t = time.monotonic()   # the check: Ray tasks spread over a cluster's nodes, or driver threads
+    reports, notes = job.output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), job.record_format,
+                                                check_shards_on_ray if _checks_on_ray(job) else check_shards)
     if reports:
         log.info("kept %s from an earlier run (checked by %s in %.1f s); %d to build",
                  plural(len(reports), "complete shard"), cfg.resume_check, time.monotonic() - t, plan.num_shards - len(reports))
     for note in notes:
         log.warning("%s", note)
-    return reports
+    return reports, time.monotonic() - t
+
+
+def _checks_on_ray(job: Job) -> bool:   # a rerun's check, on a cluster (ray.address given)
+    return (job.cfg.ray.address is not None and job.cfg.resume_check != "size"
+            and os.path.exists(job.output.plan_path) and not job.cfg.overwrite)
 
 
 def _run(job: Job, reports: ReportSet) -> RunTimes:
@@ -202,7 +213,8 @@ def _run(job: Job, reports: ReportSet) -> RunTimes:
     cfg, plan = job.cfg, job.plan
     todo = [k for k in range(plan.num_shards) if k not in reports]
     opts = WriteOptions(out=job.out, transform=cfg.transform, storage=cfg.storage, on_error=cfg.on_error,
-                        scratch_dir=cfg.scratch_dir, augment=cfg.augment, seed=cfg.seed, python=job.python)
+                        scratch_dir=cfg.scratch_dir, augment=cfg.augment, seed=cfg.seed, python=job.python,
+                        items=ItemTable.of(plan, job.listing) if todo else None)
     digest = plan.digest()
 
     def record(report: ShardReport) -> None:
@@ -278,9 +290,13 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
     job = _start(cfg, dataset)
     os.makedirs(job.out, exist_ok=True)
     with OutputLock(job.out):
+        resuming = _checks_on_ray(job)   # before prepare writes the plan
         job.output.prepare(job.cfg, job.listing, job.plan)
-        reports = _reuse(job)
-        times = _run(job, reports)
-        result = _result(job, reports, times, time.monotonic() - t0)
+        # Joined once for the check and the run (ray_session does not restart a session that is up).
+        with ray_session(job.cfg.ray, job.cfg.scratch_dir) if resuming else contextlib.nullcontext():
+            reports, check_s = _reuse(job)
+            times = _run(job, reports)
+        result = dataclasses.replace(_result(job, reports, times, time.monotonic() - t0),
+                                     check_s=check_s if len(reports) else 0.0)
         _commit(job, reports, result)
     return result

@@ -10,11 +10,14 @@ with the numpy version (numpy's Generator streams are not guaranteed stable).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from lmdbshard.format.splitmix import mix64
+
+
+KEY_CHUNK = 1 << 20   # sort keys computed per chunk of items
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class Plan:
     shard_size: int
     rounds: int
     order: np.ndarray  # int64, order[p] = item id at global position p
+    _digest: list = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def num_samples(self) -> int:
@@ -46,6 +50,12 @@ class Plan:
         return items % self.num_sources, items // self.num_sources
 
     def digest(self) -> str:
+        """sha256 over the inputs and the order (computed once: 80 MB of order to hash at 10⁷ items)."""
+        if not self._digest:
+            self._digest.append(self._compute_digest())
+        return self._digest[0]
+
+    def _compute_digest(self) -> str:
         h = hashlib.sha256(b"lmdbshard-plan-v1")
         h.update(np.asarray([self.num_sources, self.seed, self.shard_size, self.rounds], dtype="<u8").tobytes())
         h.update(self.order.astype("<i8").tobytes())
@@ -56,7 +66,11 @@ def make_plan(num_sources: int, seed: int, shard_size: int, rounds: int = 1) -> 
     if num_sources <= 0 or shard_size <= 0 or rounds <= 0:
         raise ValueError(f"plan needs positive sizes, got sources={num_sources}, shard_size={shard_size}, rounds={rounds}")
     n = num_sources * rounds
-    with np.errstate(over="ignore"):
-        keys = mix64(np.arange(n, dtype=np.uint64) ^ mix64(seed))
-    order = np.argsort(keys, kind="stable").astype(np.int64)
+    salt = mix64(seed)
+    keys = np.empty(n, dtype=np.uint64)
+    for start in range(0, n, KEY_CHUNK):   # in chunks: the temporaries of mix64 stay small
+        stop = min(start + KEY_CHUNK, n)
+        with np.errstate(over="ignore"):
+            keys[start:stop] = mix64(np.arange(start, stop, dtype=np.uint64) ^ salt)
+    order = np.argsort(keys, kind="stable").astype(np.int64, copy=False)
     return Plan(num_sources, seed, shard_size, rounds, order)

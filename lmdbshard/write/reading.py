@@ -121,7 +121,7 @@ def prefetched(task: ShardTask, python: Optional[PythonSource], limit: int,
     """File contents in item order (``items``, by default the task's), read by a few threads ahead of the
     decoder (or a python source's items). Reading ahead stops at PREFETCH files or PREFETCH_BYTES waiting,
     so large files cannot pile up."""
-    items = task.items if items is None else items
+    items = task.item_range(0, task.count) if items is None else items
     if python is not None:
         yield from _fetched(items, python)
         return

@@ -8,7 +8,7 @@ The manifest's shard entries are ``report.entry``: one type, derived in one plac
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from lmdbshard.errors import FormatError
@@ -26,7 +26,9 @@ class ShardReport:
     seconds: dict[str, float] = field(default_factory=dict)
     passthrough: int = 0          # records that store the source file's bytes unchanged
     masks: int = 0                # records with a mask
-    label_counts: dict[str, int] = field(default_factory=dict)   # records per label ("-1": none)
+    # Records per label ("-1": none), python sources only: their labels are known only once the task
+    # reads the items. File sources leave it empty: their class counts follow from the listing.
+    label_counts: dict[str, int] = field(default_factory=dict)
     plan_sha256: str = ""         # the plan the shard was built for; stamped by the driver that ran it
 
     @property
@@ -36,7 +38,8 @@ class ShardReport:
     def to_json(self) -> dict[str, Any]:
         return {**self.entry.to_json(), "planned": self.planned, "plan_sha256": self.plan_sha256,
                 "errors": [e.to_json() for e in self.errors], "seconds": self.seconds,
-                "passthrough": self.passthrough, "masks": self.masks, "label_counts": self.label_counts}
+                "passthrough": self.passthrough, "masks": self.masks,
+                **({"label_counts": self.label_counts} if self.label_counts else {})}
 
     @classmethod
     def from_json(cls, data: Any, path: str) -> "ShardReport":
@@ -68,12 +71,17 @@ class ShardReport:
 
 @dataclass
 class ReportSet:
-    """The complete shards of a job, by index, with the totals the summary and the manifest need."""
+    """The complete shards of a job, by index, with the totals the summary and the manifest need.
+    Per shard it holds O(1) data plus the shard's skipped samples: a report's ``label_counts`` are
+    folded into ``label_counts`` (the job's) as it is added, and not kept with the report."""
 
     reports: dict[int, ShardReport] = field(default_factory=dict)
+    label_counts: dict[str, int] = field(default_factory=dict)   # records per label, summed over shards
 
     def add(self, report: ShardReport) -> None:
-        self.reports[report.index] = report
+        for label, n in report.label_counts.items():
+            self.label_counts[label] = self.label_counts.get(label, 0) + n
+        self.reports[report.index] = replace(report, label_counts={}) if report.label_counts else report
 
     def __contains__(self, index: int) -> bool:
         return index in self.reports

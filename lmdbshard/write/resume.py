@@ -2,7 +2,8 @@
 
 Layout::
 
-    out/plan.json                  the saved plan: sources, labels, seed, settings (written first)
+    out/plan.json                  the saved plan: seed, settings, digests, classes (written first)
+    out/listing.npz                the saved listing: source paths and labels, compact (stored_listing.py)
     out/shards/shard-000007.lmdb   one LMDB file per shard (renamed into place when complete); in Caffe
                                    Datum mode a directory holding data.mdb, as Caffe and DALI open it
     out/reports/shard-000007.json  the task's report, written when its shard completes
@@ -29,15 +30,20 @@ from lmdbshard.errors import ConfigError, FormatError, FormatVersionError, PlanM
 from lmdbshard.format import names
 from lmdbshard.format.datum import label_filename
 from lmdbshard.format.record import (
-    FORMAT_VERSION, MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, lmdb_data_file, shard_filename,
+    MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, lmdb_data_file, shard_filename,
 )
 from lmdbshard.write.listing import Listing
+from lmdbshard.write.stored_listing import LISTING_NAME, changes, load_listing, save_listing
 from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT
 from lmdbshard.write.atomic import write_json_atomic
 from lmdbshard.write.lock import LOCK_NAME
 from lmdbshard.write.plan import Plan
 from lmdbshard.write.report import ReportSet, ShardReport
 from lmdbshard.read.verify import check_shards, expectations
+
+
+#: ``plan.json``'s ``format_version``. 2: the listing is in ``listing.npz``; 1 (before): inline ``sources``.
+PLAN_VERSION = 2
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
@@ -81,41 +87,34 @@ class OutputDir:
         os.makedirs(os.path.join(self.root, REPORT_DIR), exist_ok=True)
         self._remove_partials()
         if not os.path.exists(self.plan_path):
+            if listing.kind != "python":   # the listing first: a plan.json present means both are
+                save_listing(self.listing_path, listing.paths, listing.labels, listing.mask_paths)
             write_json_atomic(self.plan_path, self._plan_document(cfg, listing, plan))
+
+    @property
+    def listing_path(self) -> str:
+        return os.path.join(self.root, LISTING_NAME)
 
     def _plan_document(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> dict:
         identity = cfg.output_identity()
-        exact = {} if listing.kind == "python" else {
-            str(i): b for i, b in enumerate(map(names.exact_b64, listing.paths)) if b is not None}
         return {   # file names that are not UTF-8 are written with U+FFFD (write_json_atomic, names.py)
-            "format_version": FORMAT_VERSION,
+            "format_version": PLAN_VERSION,
             "plan_sha256": plan.digest(),
             "listing_sha256": listing.digest(),
             "identity": identity,
             "identity_sha256": identity_hash(identity),
-            "seed": plan.seed,
-            "shard_size": plan.shard_size,
-            "rounds": plan.rounds,
-            "num_sources": plan.num_sources,
-            "num_shards": plan.num_shards,
-            "source_kind": listing.kind,
-            "source_root": listing.source_root(),
-            "classes": listing.classes,
-            # [path, label] per source index ([path, label, mask] for paired sources); a python source
-            # has no files: its items are target[0..num_sources-1]
-            "sources": None if listing.kind == "python" else [
-                [p, lbl, *([listing.mask_paths[i]] if listing.mask_paths else [])]
-                for i, (p, lbl) in enumerate(zip(listing.paths, listing.labels))],
-            **({"sources_b64": exact} if exact else {}),   # source index -> exact path bytes (names.py)
+            "seed": plan.seed, "shard_size": plan.shard_size, "rounds": plan.rounds,
+            "num_sources": plan.num_sources, "num_shards": plan.num_shards,
+            "source_kind": listing.kind, "source_root": listing.source_root(), "classes": listing.classes,
+            # the sources: listing.npz beside this file; a python source has none (dataset[0..num_sources-1])
+            "listing": None if listing.kind == "python" else LISTING_NAME,
         }
 
     def source_paths(self) -> list[str]:
-        """The saved plan's source paths by source index, exactly as listed (``sources_b64`` applied)."""
-        doc = self.load_plan_document()
-        paths = [s[0] for s in doc["sources"] or []]
-        for i, b64 in doc.get("sources_b64", {}).items():
-            paths[int(i)] = names.from_b64(b64)
-        return paths
+        """The saved plan's source paths by source index, exactly as listed (a python source: none)."""
+        if self.load_plan_document().get("listing") is None:
+            return []
+        return list(load_listing(self.listing_path).paths)
 
     def load_plan_document(self) -> dict:
         """The saved plan.json, read once (it holds one entry per source: large for big datasets)."""
@@ -126,27 +125,26 @@ class OutputDir:
 
     def _check_saved_plan(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> None:
         saved = self.load_plan_document()
-        if saved.get("format_version", 0) > FORMAT_VERSION:
-            raise FormatVersionError(self.plan_path, saved["format_version"], FORMAT_VERSION)
+        if saved.get("format_version", 0) > PLAN_VERSION:
+            raise FormatVersionError(self.plan_path, saved["format_version"], PLAN_VERSION)
         fix = f"rerun with overwrite=true to discard {self.root!r} and start fresh, or pass a new out="
+        if saved.get("format_version", 0) < PLAN_VERSION or "sources" in saved:
+            raise PlanMismatchError(f"{self.plan_path!r} is a plan of an earlier lmdbshard (plan format "
+                                    f"{saved.get('format_version', 0)}, sources inline; this version writes "
+                                    f"format {PLAN_VERSION}); finish that job with the version that started "
+                                    f"it, or {fix}")
         identity = names.strict(cfg.output_identity())
         changed = [f"{k} changed from {saved['identity'].get(k)!r} to {v!r}"
                    for k, v in identity.items() if saved["identity"].get(k) != v]
         if changed:
             raise PlanMismatchError(f"{self.root!r} was converted with other settings: {'; '.join(changed)}; {fix}")
         if saved["listing_sha256"] != listing.digest():
-            if saved.get("sources") is None or listing.kind == "python":
+            if saved.get("listing") is None or listing.kind == "python":
                 raise PlanMismatchError(f"the python source changed since {self.root!r} was planned (its target, "
                                         f"arguments or length differ); {fix}")
-            old = {s[0]: s[1] for s in saved["sources"]}
-            new = dict(zip(map(names.display, listing.paths), listing.labels))
-            added = sorted(set(new) - set(old))
-            removed = sorted(set(old) - set(new))
-            relabelled = sorted(p for p in set(old) & set(new) if old[p] != new[p])
-            parts = [f"{len(v)} {what} (e.g. {v[0]!r})" for what, v in
-                     (("added", added), ("removed", removed), ("relabelled", relabelled)) if v]
+            # only now: a rerun of an unchanged listing never reads the saved one
             raise PlanMismatchError(f"the source listing changed since {self.root!r} was planned: "
-                                    f"{', '.join(parts) or 'order or classes differ'}; {fix}")
+                                    f"{changes(load_listing(self.listing_path), listing.paths, listing.labels)}; {fix}")
         root = names.display(listing.source_root())
         if saved.get("source_root") not in (None, root):
             raise PlanMismatchError(f"source.root changed from {saved['source_root']!r} to {root!r} since "
@@ -160,7 +158,7 @@ class OutputDir:
     def owned(self) -> set[str]:
         """Paths (relative to the root, '/' separators) that lmdbshard's records here name: the plan, the
         manifest, the lock, and the reports and shard files of every shard the plan or a record names."""
-        own = {PLAN_NAME, MANIFEST_NAME, LOCK_NAME, SHARD_DIR, REPORT_DIR}
+        own = {PLAN_NAME, LISTING_NAME, MANIFEST_NAME, LOCK_NAME, SHARD_DIR, REPORT_DIR}
         indices: set[int] = set()
         files: set[str] = set()
         for load in (self.load_plan_document, self._load_manifest_document):
@@ -252,28 +250,32 @@ class OutputDir:
         return report
 
     def complete_shards(self, plan: Plan, check: str = "checksum", rebuild: Iterable[int] = (),
-                        record_format: str = RECORD_FORMAT) -> tuple[ReportSet, list[str]]:
+                        record_format: str = RECORD_FORMAT, checker=check_shards) -> tuple[ReportSet, list[str]]:
         """Reports of the shards a rerun may keep, and why others are redone.
 
         A shard is kept when its report names this plan and its file is there and, unless ``check`` is
         ``size``, it passes ``verify.check_shard`` (``full`` also decodes every record).
-        Shards in ``rebuild`` are never kept.
+        Shards in ``rebuild`` are never kept. ``checker`` runs the checks (``verify.check_shards``'s
+        signature): driver threads by default, Ray tasks over the cluster from the coordinator.
         """
         rebuild = set(rebuild)
-        kept = ReportSet()
         digest = plan.digest()
+        found: dict[int, ShardReport] = {}
         for k in range(plan.num_shards):
             start, stop = plan.shard_range(k)
             report = None if k in rebuild else self.saved_report(k, stop - start, digest, record_format)
             if report is not None:
-                kept.add(report)
+                found[k] = report
         notes = [f"shard {k} is rebuilt on request (rebuild=...)" for k in sorted(rebuild)]
-        if check != "size" and kept:
-            shards, labels = expectations(self.root, [r.entry for r in kept], record_format)
-            _, problems = check_shards(shards + labels, decode=check == "full")
+        if check != "size" and found:
+            shards, labels = expectations(self.root, [r.entry for r in found.values()], record_format)
+            _, problems = checker(shards + labels, decode=check == "full")
             for p in problems:
-                if kept.reports.pop(p.shard, None) is not None:
+                if found.pop(p.shard, None) is not None:
                     notes.append(f"shard {p.shard} failed its {check} check and is rebuilt: {p.message}")
+        kept = ReportSet()
+        for report in found.values():
+            kept.add(report)
         return kept, notes
 
 

@@ -118,23 +118,11 @@ def pickle_for_workers(obj: object) -> bytes:
 
 def _run_one(task: ShardTask, opts: WriteOptions) -> ShardReport:
     """A whole shard in one task: a shard of one work unit, or ``ray.unit_size=0``."""
-    return write_shard(task, opts, unit_size=len(task.items) or 1)
+    return write_shard(task, opts, unit_size=task.count or 1)
 
 
-#: The shard task this worker process last fetched, by its object's id: a worker runs unit after unit
-#: of the same shard, and unpickling a shard's items for each (7 ms per 2,560) would cost 2-3% of its CPU.
-_LAST_TASK: dict[str, ShardTask] = {}
-
-
-def _encode_unit(task_ref: list, start: int, stop: int, opts: WriteOptions) -> UnitResult:
-    """One work unit: its values go back through the object store to the shard's writer.
-    ``task_ref`` is ``[ref]`` to the shard's ``ShardTask``, fetched once per worker and shard."""
-    key = task_ref[0].hex()
-    task = _LAST_TASK.get(key)
-    if task is None:
-        task = ray.get(task_ref[0])
-        _LAST_TASK.clear()
-        _LAST_TASK[key] = task
+def _encode_unit(task: ShardTask, start: int, stop: int, opts: WriteOptions) -> UnitResult:
+    """One work unit: its values go back through the object store to the shard's writer."""
     return encode_unit(task, start, stop, opts)
 
 
@@ -175,14 +163,13 @@ class _Submitter:
         self.max_open = limit + 1
 
     def open(self, task: ShardTask) -> _Shard:
-        ranges = unit_ranges(len(task.items), self.unit_size) if self.unit_size else [(0, len(task.items))]
+        ranges = unit_ranges(task.count, self.unit_size) if self.unit_size else [(0, task.count)]
         self.max_open = max(2, -(-self.limit // len(ranges)) + 1)
         if len(ranges) == 1:
             ref = self.whole.remote(task, self.opts_ref)
             return _Shard(task, [ref], ref)
-        task_ref = ray.put(task)   # pickled once for all of the shard's units
-        units = [self.unit.remote([task_ref], a, b, self.opts_ref) for a, b in ranges]
-        writer = self.writer.remote(task_ref, self.opts_ref, [units])
+        units = [self.unit.remote(task, a, b, self.opts_ref) for a, b in ranges]   # positions, not items
+        writer = self.writer.remote(task, self.opts_ref, [units])
         return _Shard(task, units, writer, {ref: b - a for ref, (a, b) in zip(units, ranges)})
 
 
@@ -274,3 +261,18 @@ def _reason(exc: BaseException) -> str:
         return f"{type(cause).__name__}: {cause}"
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+def check_shards_on_ray(expectations: list, decode: bool = True) -> tuple[int, list]:
+    """``verify.check_shards`` as Ray tasks spread over the cluster's nodes (the shard files must be
+    reachable from every node, as for writing them): up to four tasks per CPU, a few shards each, every
+    task scanning its shards with read-ahead. Returns (records read, problems in shard order)."""
+    from lmdbshard.read.verify import check_shards
+    expectations = list(expectations)
+    if not expectations:
+        return 0, []
+    tasks = min(len(expectations), 4 * max(1, int(ray.cluster_resources().get("CPU", 1))))
+    remote = ray.remote(check_shards).options(num_cpus=1, scheduling_strategy="SPREAD", max_retries=3)
+    results = ray.get([remote.remote(expectations[i::tasks], decode, 2) for i in range(tasks)])
+    problems = sorted((p for _, found in results for p in found), key=lambda p: p.shard if p.shard is not None else -1)
+    return sum(n for n, _ in results), problems

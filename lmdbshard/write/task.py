@@ -19,15 +19,20 @@ publishes it atomically, through ``builder.ShardOutput``.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
 
 from lmdbshard.write.writer import INITIAL_MAP, ShardOutput, scratch_dir
 from lmdbshard.write.config import AugmentConfig, StorageConfig, TransformConfig
 from lmdbshard.errors import SampleError, ShardError
+from lmdbshard.write.listing import Listing
 from lmdbshard.write.pipeline import process
+from lmdbshard.write.plan import Plan
 from lmdbshard.write.reading import prefetched
 from lmdbshard.write.report import ShardReport
 from lmdbshard.format.manifest import ShardEntry, Skipped
@@ -48,17 +53,69 @@ class ShardItem:
 
 
 @dataclass(frozen=True)
+class ItemTable:
+    """Every planned item of a job, as compact arrays, shared once with every task (``WriteOptions.items``):
+    ``order[p]`` is the item at plan position ``p`` (plan.py); item ``i`` is source ``i % num_sources`` in
+    round ``i // num_sources``, whose path, label and mask path are ``paths``/``labels``/``mask_paths``
+    at the source index. Tasks slice it by position, so the driver builds no per-item objects."""
+
+    order: np.ndarray                     # int64 (int32 below 2**31 items)
+    num_sources: int
+    paths: Sequence[str]                  # a PathTable (a python source: IndexNames)
+    labels: np.ndarray                    # int32, per source (-1: none)
+    mask_paths: Optional[Sequence[str]] = None
+
+    @classmethod
+    def of(cls, plan: Plan, listing: Listing) -> "ItemTable":
+        order = plan.order.astype(np.int32) if plan.num_samples < 2**31 else plan.order
+        return cls(order, plan.num_sources, listing.paths, listing.labels, listing.mask_paths)
+
+    def items(self, start: int, stop: int) -> tuple[ShardItem, ...]:
+        """The items at plan positions ``start .. stop-1``."""
+        ids = self.order[start:stop].astype(np.int64)
+        sources, rounds = (ids % self.num_sources).tolist(), (ids // self.num_sources).tolist()
+        masks = self.mask_paths
+        return tuple(ShardItem(s, r, self.paths[s], int(self.labels[s]), masks[s] if masks is not None else None)
+                     for s, r in zip(sources, rounds))
+
+
+@dataclass(frozen=True)
+class ItemList:
+    """Items given one by one (tests, tools): positions ``first_key ..`` are ``items``."""
+
+    first_key: int
+    listed: tuple[ShardItem, ...]
+
+    def items(self, start: int, stop: int) -> tuple[ShardItem, ...]:
+        return self.listed[start - self.first_key:stop - self.first_key]
+
+
+@dataclass(frozen=True)
 class ShardTask:
-    """Everything a task needs to write shard ``index``: references, never image bytes."""
+    """Everything a task needs to write shard ``index``: its plan positions, never items or image bytes.
+    The items come from the job's shared ``ItemTable`` (``table``, bound in the worker by ``write_shard``)."""
 
     index: int
-    first_key: int
+    first_key: int          # the plan position of the shard's first item
+    count: int              # items planned for the shard
     source_root: str
-    items: tuple[ShardItem, ...]
+    table: Optional[ItemTable | ItemList] = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of_items(cls, index: int, first_key: int, source_root: str, items: Sequence[ShardItem]) -> "ShardTask":
+        """A task over items given one by one."""
+        return cls(index, first_key, len(items), source_root, ItemList(first_key, tuple(items)))
+
+    def bind(self, table: Optional[ItemTable]) -> "ShardTask":
+        return self if self.table is not None or table is None else dataclasses.replace(self, table=table)
 
     def item_range(self, start: int, stop: int) -> tuple[ShardItem, ...]:
-        """The items at offsets ``[start, stop)`` of the shard."""
-        return self.items[start:stop]
+        """The items at offsets ``start .. stop-1`` within the shard (a work unit's slice)."""
+        if self.table is None:
+            raise ValueError(f"shard task {self.index} has no item table; bind it first (ShardTask.bind)")
+        if not 0 <= start <= stop <= self.count:
+            raise IndexError(f"item range [{start}, {stop}) outside shard {self.index}'s [0, {self.count})")
+        return self.table.items(self.first_key + start, self.first_key + stop)
 
 
 @dataclass(frozen=True)
@@ -74,6 +131,9 @@ class WriteOptions:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0   # the job seed: augmentation draws from plan.sample_seed(seed, source_index, round)
     python: Optional[PythonSource] = None   # python sources: each task builds (or unpickles) the dataset
+    # Every item of the job, compact. The runner ``ray.put``s the options once per job, so the arrays
+    # reach each node once and tasks map them without copying (NumPy arrays are zero-copy in Ray).
+    items: Optional[ItemTable] = None
 
 
 #: Items per work unit when a shard is cut into units; see ``unit_ranges``.
@@ -107,6 +167,7 @@ def encode_unit(task: ShardTask, start: int, stop: int, opts: WriteOptions) -> U
 
     ``read`` is the time this loop waited for its next input (the read-ahead threads' own time
     overlaps decoding and is not on the critical path), so stage shares add up to the unit's time."""
+    task = task.bind(opts.items)
     unit = UnitResult(start, stop)
     seconds = unit.seconds
     limit = opts.transform.max_file_bytes
@@ -141,13 +202,15 @@ def write_units(task: ShardTask, opts: WriteOptions, units: Iterable[UnitResult]
                 progress: Optional[Callable[[int, int], None]] = None) -> ShardReport:
     """Append the values of ``units`` (in offset order, covering the shard) and publish the shard; call
     ``progress(shard_index, done)`` after each unit. Returns its report, with every unit's stage times."""
+    task = task.bind(opts.items)
     seconds = dict.fromkeys(STAGES, 0.0)
     errors: list[Skipped] = []
     counts: dict[str, int] = {}
+    count_labels = opts.python is not None   # file sources: the listing has the labels (report.py)
     passthrough = masks = 0
     scratch = scratch_dir(task.index, opts.scratch_dir)
     output = None
-    planned = len(task.items)
+    planned = task.count
     try:
         output = ShardOutput(task.index, task.first_key, planned, opts.initial_map_size, scratch,
                              directories=opts.storage.encoding == "caffe_datum")
@@ -160,7 +223,8 @@ def write_units(task: ShardTask, opts: WriteOptions, units: Iterable[UnitResult]
                 seconds[stage] += s
             for (value, companion), label in zip(unit.values, unit.labels):
                 output.add(value, companion, seconds)
-                counts[str(label)] = counts.get(str(label), 0) + 1
+                if count_labels:
+                    counts[str(label)] = counts.get(str(label), 0) + 1
             errors.extend(unit.errors)
             passthrough += unit.passthrough
             masks += unit.masks
@@ -186,5 +250,5 @@ def write_shard(task: ShardTask, opts: WriteOptions,
                 unit_size: int = UNIT_ITEMS) -> ShardReport:
     """Write one shard in this process, one unit of ``unit_size`` items at a time (bounded memory);
     call ``progress(shard_index, done)`` after each unit. Returns its report."""
-    units: Iterator[UnitResult] = (encode_unit(task, a, b, opts) for a, b in unit_ranges(len(task.items), unit_size))
+    units: Iterator[UnitResult] = (encode_unit(task, a, b, opts) for a, b in unit_ranges(task.count, unit_size))
     return write_units(task, opts, units, progress)
