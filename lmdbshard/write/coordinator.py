@@ -230,10 +230,8 @@ def _run(job: Job, reports: ReportSet) -> RunTimes:
         if todo:
             with ray_session(cfg.ray, cfg.scratch_dir) as ray_s:
                 progress.restart_clock()
-                failures = run_shards(_tasks(plan, job.listing, todo), opts, cfg.ray, progress, record)
-                t_shutdown = time.monotonic()
-            log.info("timings: Ray start-up %.2f s, shards %.2f s, Ray shutdown %.2f s", ray_s, progress.elapsed(),
-                     time.monotonic() - t_shutdown)
+                failures, t = run_shards(_tasks(plan, job.listing, todo), opts, cfg.ray, progress, record), time.monotonic()
+            log.info("timings: Ray start-up %.2f s, shards %.2f s, Ray shutdown %.2f s", ray_s, progress.elapsed(), time.monotonic() - t)
             if failures:
                 first = failures[0]
                 raise JobFailedError(
