@@ -73,6 +73,7 @@ def assert_stopped_cleanly(driver, code: int, output: str, seconds: float, tmp_p
     assert not left, f"still running after the driver exited: {sorted(left.values())}"
 
 
+@pytest.mark.ray   # starts a driver, and its Ray cluster, in a subprocess
 def test_ctrl_c_mid_job_prints_one_line_keeps_complete_shards_and_the_rerun_finishes(held_tree, tmp_path):
     src, held = held_tree
     out = str(tmp_path / "out")
@@ -100,6 +101,7 @@ def test_ctrl_c_mid_job_prints_one_line_keeps_complete_shards_and_the_rerun_fini
     assert verify(out).ok and len(ShardedDataset(out)) == IMAGES
 
 
+@pytest.mark.ray
 def test_sigterm_mid_job_stops_in_seconds_and_leaves_no_scratch_or_ray_process(held_tree, tmp_path):
     src, held = held_tree
     out = str(tmp_path / "out")
@@ -114,6 +116,7 @@ def test_sigterm_mid_job_stops_in_seconds_and_leaves_no_scratch_or_ray_process(h
                            r"to resume$")
 
 
+@pytest.mark.ray
 def test_ctrl_c_while_ray_starts_leaves_no_ray_process(tmp_path):
     src = make_tree(str(tmp_path / "src")).root
     driver = start_driver(src, str(tmp_path / "out"), *args(tmp_path))
