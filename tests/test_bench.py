@@ -30,6 +30,7 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
          "bench.corpus.classes=4", "bench.corpus.per_class=10", "bench.corpus.short_side=[120,160]",
          f"bench.work={tmp_path / 'work'}", f"bench.json={out}", "bench.repeats=1", "bench.read_repeats=1",
          "bench.read_samples=50", "bench.read_seconds=0.2", "bench.open_shards=20", "bench.shard_sizes=[40,8]",
+         "bench.scale=[20000]",
          "transform.resize_shorter=64"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -49,6 +50,13 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
     assert targets["whole command: fixed costs beyond Ray's import, start-up and shutdown"] in ("PASS", "MISS")
     for t in doc["targets"]:
         assert t["name"] in table
+    scale = doc["scale"]   # the scale section, at 20,000 synthetic samples
+    assert [p["samples"] for p in scale["plans"]] == [20000]
+    assert scale["samplers"][0]["samples"] == 20480   # whole shards of 2,560
+    assert scale["check"]["shards"] == 1 and scale["check"]["bytes"] > 0
+    for row in scale["rows"]:
+        assert row in table
+    assert sum(": PASS" in row or ": MISS" in row for row in scale["rows"]) == 5
 
 
 @pytest.mark.parametrize("data, match", [

@@ -39,6 +39,8 @@ class BenchConfig:
     read_repeats: int = 3
     open_shards: int = 10_000       # shards in the open test
     folder2lmdb: bool = True        # time the single-process pickle recipe ("before" row)
+    scale: list[int] = field(default_factory=lambda: [1_000_000, 10_000_000])   # synthetic listing sizes of the
+                                    # scale section (plan files, driver RSS, one rank's epoch); [] skips it
 
     def validate(self) -> "BenchConfig":
         if not self.workers or any(w <= 0 for w in self.workers):
@@ -52,6 +54,8 @@ class BenchConfig:
         for name in ("repeats", "read_samples", "read_repeats", "open_shards"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"bench.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if any(n <= 0 for n in self.scale):
+            raise ConfigError(f"bench.scale must list positive sample counts (or be []), got {self.scale!r}")
         if self.read_seconds <= 0:
             raise ConfigError(f"bench.read_seconds must be > 0, got {self.read_seconds!r}")
         if self.source is not None and not os.path.isdir(os.path.expanduser(self.source)):

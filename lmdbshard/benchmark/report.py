@@ -11,6 +11,7 @@ from lmdbshard.benchmark.command import CommandTimes
 from lmdbshard.benchmark.conversion import ConversionTimes
 from lmdbshard.benchmark.opening import OpenResult
 from lmdbshard.benchmark.reads import ReadTimes
+from lmdbshard.benchmark.scale import Scale
 
 
 @dataclass
@@ -50,6 +51,7 @@ class BenchReport:
     workers: list[int]
     shard_sizes: list[int]
     command: Optional[CommandTimes] = None
+    scale: Optional[Scale] = None
 
     # -------------------------------------------------------------- rows
     def rows(self) -> list[Row]:
@@ -148,7 +150,10 @@ class BenchReport:
         o = self.opened
         lines += ["", "  open", f"    ShardedDataset(root) over {o.shards} shards: {o.seconds:.3f} s, RSS "
                   f"+{o.rss_growth_mb:.1f} MB; first read of two shards {o.first_read_s * 1e3:.1f} ms",
-                  "", f"  {'targets':<60} {'measured':>12} {'target':>12}"]
+                  ""]
+        if self.scale is not None:
+            lines += ["  scale (synthetic listings, no image files)"] + [f"    {row}" for row in self.scale.rows()] + [""]
+        lines += [f"  {'targets':<60} {'measured':>12} {'target':>12}"]
         for t in self.targets():
             value = "-" if t.value is None else _fmt(t.value, t.unit)
             goal = ("≥ " if t.at_least else "< ") + _fmt(t.threshold, t.unit)
@@ -168,6 +173,7 @@ class BenchReport:
             "command": None if self.command is None else asdict(self.command) | {"fixed_s": self.command.fixed_s},
             "rows": [asdict(row) for row in self.rows()],
             "targets": [asdict(t) | {"verdict": t.verdict} for t in self.targets()],
+            "scale": None if self.scale is None else self.scale.as_json(),
         }
 
 
