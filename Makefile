@@ -22,17 +22,14 @@ TEST_STAMP := $(VENV)/.lmdbshard-test-installed
 help:
 	@sed -n '/^#/!q; s/^# \{0,1\}//p' Makefile
 
-# An editable install in compat mode (a path entry): the default mode's import hook warns on every install.
-EDITABLE := -e . --config-settings editable_mode=compat
-
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(EDITABLE)
+	$(PY) -m pip install -q -e .
 	@touch $@
 
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
 test: $(TEST_STAMP)
