@@ -12,7 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from PIL import Image
 
@@ -87,6 +88,22 @@ class HeldFolder:
         rel, label = self.items[i]
         with open(os.path.join(self.root, rel), "rb") as f:
             return Image.open(io.BytesIO(f.read())), label
+
+
+@contextmanager
+def held_conversion(held: "FifoImage", run: Callable[[], object]) -> Iterator[dict]:
+    """Run ``run()`` (a conversion) on a thread while ``held`` holds one image back; yields a dict that
+    gets ``result``. On leaving: the image is released, the run joined, and the file restored."""
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=run()))
+    runner.start()
+    try:
+        yield outcome
+        held.release()
+        runner.join(timeout=240)
+    finally:
+        held.release()
+        held.restore()
 
 
 def held_source(root: str):

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 
 import pytest
 
@@ -24,7 +23,7 @@ from lmdbshard import convert
 from lmdbshard.read.verify import verify
 
 from helpers import job, make_tree, stored_items
-from faults import FifoImage, env_with_tests, held_source, readers_of, start_driver, wait_for
+from faults import FifoImage, env_with_tests, held_conversion, held_source, readers_of, start_driver, wait_for
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 HELD = "dog/img_03.jpg"
@@ -54,18 +53,10 @@ def test_worker_killed_mid_shard_is_retried_and_writes_the_shard_once(reference,
     src = shutil.copytree(src, str(tmp_path / "src"))
     out, scratch = str(tmp_path / "out"), str(tmp_path / "scratch")
     held = FifoImage(os.path.join(src, HELD))
-    outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(result=convert(held_job(src, out, scratch_dir=scratch))))
-    runner.start()
-    try:
+    with held_conversion(held, lambda: convert(held_job(src, out, scratch_dir=scratch))) as outcome:
         (victim,) = wait_for(lambda: readers_of(held.path), what="a worker to open the held image")
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: not readers_of(held.path), what="the killed worker to go")
-        held.release()
-        runner.join(timeout=240)
-    finally:
-        held.release()
-        held.restore()
     result = outcome["result"]
     assert held.serves >= 1   # the retried task read the image
     assert (result.images_written, result.images_skipped, result.shards_built) == (21, 0, 5)

@@ -21,7 +21,7 @@ from lmdbshard.read.verify import verify
 from lmdbshard.write.task import unit_ranges
 from lmdbshard.write.writer import scratch_owner
 
-from faults import FifoImage, held_source, readers_of, wait_for
+from faults import FifoImage, held_conversion, held_source, readers_of, wait_for
 from helpers import job, make_tree
 
 HELD = "dog/img_03.jpg"
@@ -120,10 +120,7 @@ def test_a_killed_unit_or_writer_is_retried_and_the_shard_is_written_once(held_r
     src = shutil.copytree(src, str(tmp_path / "src"))
     out, scratch = str(tmp_path / "out"), str(tmp_path / "scratch")
     held = FifoImage(os.path.join(src, HELD))
-    outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(result=convert(held_job(src, out, 4, scratch_dir=scratch))))
-    runner.start()
-    try:
+    with held_conversion(held, lambda: convert(held_job(src, out, 4, scratch_dir=scratch))) as outcome:
         (reader,) = wait_for(lambda: readers_of(held.path), what="a unit to open the held image")
         (writer,) = wait_for(lambda: scratch_pids(scratch), what="the shard's writer to start")
         os.kill(reader if victim == "unit" else writer, signal.SIGKILL)
@@ -132,11 +129,6 @@ def test_a_killed_unit_or_writer_is_retried_and_the_shard_is_written_once(held_r
         else:
             wait_for(lambda: writer not in scratch_pids(scratch) or not os.path.exists(f"/proc/{writer}"),
                      what="the killed writer to go")
-        held.release()
-        runner.join(timeout=240)
-    finally:
-        held.release()
-        held.restore()
     result = outcome["result"]
     assert (result.images_written, result.images_skipped, result.shards_built) == (21, 0, 1)
     assert shard_hashes(out) == hashes
