@@ -20,6 +20,13 @@ from lmdbshard.format.splitmix import mix64
 KEY_CHUNK = 1 << 20   # sort keys computed per chunk of items
 
 
+def sources_and_rounds(items: np.ndarray, num_sources: int) -> tuple[np.ndarray, np.ndarray]:
+    """(source index, augmentation round) of each item id: item ``i`` is source ``i % num_sources`` in round
+    ``i // num_sources``. The one place that mapping is written."""
+    items = np.asarray(items, dtype=np.int64)
+    return items % num_sources, items // num_sources
+
+
 @dataclass(frozen=True)
 class Plan:
     num_sources: int
@@ -46,8 +53,7 @@ class Plan:
     def shard_items(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(source indices, rounds) of shard ``k``'s positions, in position (= key) order."""
         start, stop = self.shard_range(k)
-        items = self.order[start:stop]
-        return items % self.num_sources, items // self.num_sources
+        return sources_and_rounds(self.order[start:stop], self.num_sources)
 
     def digest(self) -> str:
         """sha256 over the inputs and the order (computed once: 80 MB of order to hash at 10⁷ items)."""

@@ -32,7 +32,7 @@ from lmdbshard.write.config import AugmentConfig, StorageConfig, TransformConfig
 from lmdbshard.errors import SampleError, ShardError
 from lmdbshard.write.listing import Listing
 from lmdbshard.write.pipeline import process
-from lmdbshard.write.plan import Plan
+from lmdbshard.write.plan import Plan, sources_and_rounds
 from lmdbshard.write.reading import prefetched
 from lmdbshard.write.report import ShardReport
 from lmdbshard.format.manifest import ShardEntry, Skipped
@@ -72,8 +72,7 @@ class ItemTable:
 
     def items(self, start: int, stop: int) -> tuple[ShardItem, ...]:
         """The items at plan positions ``start .. stop-1``."""
-        ids = self.order[start:stop].astype(np.int64)
-        sources, rounds = (ids % self.num_sources).tolist(), (ids // self.num_sources).tolist()
+        sources, rounds = (a.tolist() for a in sources_and_rounds(self.order[start:stop], self.num_sources))
         masks = self.mask_paths
         return tuple(ShardItem(s, r, self.paths[s], int(self.labels[s]), masks[s] if masks is not None else None)
                      for s, r in zip(sources, rounds))
