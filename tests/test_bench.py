@@ -66,6 +66,7 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
     ({"source": "/no/such/folder"}, "is not a directory"),
     ({"read_seconds": 0}, "bench.read_seconds must be > 0"),
     ({"shard_sizes": [0]}, "bench.shard_sizes must be a non-empty list of positive integers"),
+    ({"scale": [1000, 0]}, r"bench.scale must list positive sample counts \(or be \[\]\), got \[1000, 0\]"),
     ({"corpus": {"short_side": [300]}}, r"bench.corpus.short_side must be \[low, high\] with 0 < low <= high, got \[300\]"),
     ({"corpus": {"classes": 0}}, "bench.corpus.classes must be a positive integer, got 0"),
 ])
