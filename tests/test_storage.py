@@ -1,77 +1,75 @@
-"""Storage modes beyond jpeg/png/raw-HWC: passthrough, raw CHW; and temporary datasets."""
+"""Object-store basics against a real S3-protocol server: what lmdbshard relies on from the client."""
 
 from __future__ import annotations
 
-import json
 import os
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from lmdbshard import ShardedDataset, SourceError, StorageConfig, TransformConfig, convert
-
-from helpers import job, reference_rgb, sources
-
-
-def test_passthrough_keeps_the_source_bytes_when_they_fit(ray_local, tree, tmp_path):
-    out = str(tmp_path / "out")
-    result = convert(job(tree.root, out, storage=StorageConfig(encoding="passthrough"),
-                         transform=TransformConfig(resize_shorter=60)))
-    fits = {rel for rel in tree.files if min(Image.open(os.path.join(tree.root, rel)).size) <= 60}
-    assert 0 < len(fits) < len(tree.files)
-    assert result.passthrough == len(fits) and f"passthrough     {len(fits)} of {len(tree.files)}" in result.summary()
-    m = json.load(open(os.path.join(out, "manifest.json")))
-    assert m["stats"]["passthrough"] == len(fits) and m["fields"][0]["encoding"] == "passthrough"
-    paths = sources(out)
-    with ShardedDataset(out) as ds, ShardedDataset(out, decode=False) as stored:
-        for i in range(len(ds)):
-            rel = paths[ds.record(i).source_index]
-            field = ds.record(i).fields["image"]
-            source = open(os.path.join(tree.root, rel), "rb").read()
-            if rel in fits:
-                assert field.encoding == "passthrough" and stored[i][0] == source
-                np.testing.assert_array_equal(ds[i][0], reference_rgb(os.path.join(tree.root, rel), None))
-            else:   # too big: resized and re-encoded, PNG sources losslessly
-                assert field.encoding == ("png" if rel.endswith(".png") else "jpeg")
-                assert min(ds[i][0].shape[:2]) == 60
-            assert tuple(field.shape) == ds[i][0].shape
+from lmdbshard.errors import ConfigError
+from lmdbshard.storage import objects
+from lmdbshard.storage.urls import check_url, is_url, join
 
 
-def test_passthrough_without_a_transform_stores_every_file(ray_local, tree, tmp_path):
-    out = str(tmp_path / "out")
-    result = convert(job(tree.root, out, storage=StorageConfig(encoding="passthrough"), transform=TransformConfig()))
-    assert result.passthrough == result.images_written == len(tree.files)
+def test_urls_are_told_from_local_paths_and_bad_ones_refused():
+    assert is_url("s3://b/p") and is_url("gs://b") and not is_url("/data/s3://x") and not is_url("data")
+    assert join("s3://b/p/", "shards", "a.lmdb") == "s3://b/p/shards/a.lmdb"
+    assert join("/d", "a") == os.path.join("/d", "a")
+    with pytest.raises(ConfigError, match="does not read"):
+        check_url("http://example.com/x")
+    with pytest.raises(ConfigError, match="names no bucket"):
+        check_url("s3://")
 
 
-def test_raw_chw_returns_the_stored_layout(ray_local, tree, tmp_path):
-    out = str(tmp_path / "out")
-    convert(job(tree.root, out, storage=StorageConfig(encoding="raw", layout="CHW"), transform=TransformConfig(resize_shorter=24)))
-    m = json.load(open(os.path.join(out, "manifest.json")))
-    assert m["fields"] == [{"name": "image", "encoding": "raw", "dtype": "uint8", "layout": "CHW"}]
-    paths = sources(out)
-    with ShardedDataset(out) as ds:
-        for i in range(len(ds)):
-            want = reference_rgb(os.path.join(tree.root, paths[ds.record(i).source_index]), 24)
-            np.testing.assert_array_equal(ds[i][0], want.transpose(2, 0, 1))
-            assert ds.record(i).fields["image"].layout == "CHW"
+def test_objects_round_trip_list_and_delete(bucket, tmp_path):
+    data = os.urandom(3 * objects.CHUNK // 2 + 7)   # more than one chunk, not a multiple
+    (tmp_path / "big.bin").write_bytes(data)
+    url = join(bucket, "pre", "big.bin")
+    assert objects.size(url) is None
+    assert objects.upload(str(tmp_path / "big.bin"), url) == len(data)
+    assert objects.size(url) == len(data)
+    objects.write_bytes(join(bucket, "pre", "sub", "small.json"), b"{}")
+    assert objects.read_bytes(join(bucket, "pre", "sub", "small.json")) == b"{}"
+    assert b"".join(objects.chunks(url, chunk=1 << 20)) == data
+    assert objects.download(url, str(tmp_path / "copy.bin")) == len(data)
+    assert (tmp_path / "copy.bin").read_bytes() == data
+    assert [n for n in os.listdir(tmp_path) if "partial" in n] == []
+    assert objects.listdir(join(bucket, "pre")) == [("big.bin", False, len(data)), ("sub", True, 0)]
+    assert objects.walk(join(bucket, "pre")) == [("big.bin", len(data)), ("sub/small.json", 2)]
+    with pytest.raises(ValueError, match="over the limit"):
+        objects.read_bytes(url, limit=10)
+    objects.remove(url)
+    assert objects.size(url) is None
+    with pytest.raises(FileNotFoundError, match="no object at"):
+        objects.read_bytes(url)
 
 
-def test_temporary_dataset_is_removed_on_close_and_on_errors(ray_local, tree, tmp_path):
-    parent = tmp_path / "experiments"
-    cfg = job(tree.root, str(parent))
-    with convert(cfg, temporary=True) as tmp:
-        assert os.path.dirname(tmp.out) == str(parent) and len(tmp.dataset()) == len(tree.files)
-        assert tmp.result.images_written == len(tree.files)
-    assert not os.path.exists(tmp.out) and tmp.closed
-    with pytest.raises(RuntimeError, match="boom"):
-        with convert(cfg, temporary=True) as tmp:
-            tmp.dataset()[0]
-            raise RuntimeError("boom")
-    assert not os.path.exists(tmp.out)
-    os.makedirs(os.path.join(tree.root, "empty_class"))
-    for rel in tree.files:
-        os.remove(os.path.join(tree.root, rel))
-    with pytest.raises(SourceError):                   # a failed conversion leaves nothing behind either
-        convert(cfg, temporary=True)
-    assert os.listdir(parent) == []
+def test_a_failed_upload_leaves_no_object(bucket, tmp_path):
+    class Broken(Exception):
+        pass
+
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(objects.CHUNK + 1))
+    url = join(bucket, "half.bin")
+    real_read = open
+    # a local read error after the first chunk: the upload must not leave the part sent under the name
+    import builtins
+
+    def failing_open(path, mode="r", *a, **k):
+        f = real_read(path, mode, *a, **k)
+        if path == str(src):
+            first = f.read
+
+            def read(n=-1):
+                if f.tell() > 0:
+                    raise Broken()
+                return first(n)
+            f.read = read
+        return f
+    builtins.open = failing_open
+    try:
+        with pytest.raises(Broken):
+            objects.upload(str(src), url)
+    finally:
+        builtins.open = real_read
+    assert objects.size(url) is None
