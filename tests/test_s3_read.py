@@ -196,3 +196,12 @@ def test_verify_of_a_url_reports_a_damaged_object(local_ds, bucket, tmp_path, ca
     assert main(["verify", "--progress", "none", url]) == 1
     out = capsys.readouterr().out
     assert "shard 2" in out and "FAILED" in out and "shard 1:" not in out
+
+
+def test_ray_dataset_reads_a_url_through_each_node_cache(local_ds, remote_ds, tmp_path, ray_local):
+    from lmdbshard import ray_dataset
+    cache = str(tmp_path / "cache")
+    rows = ray_dataset(remote_ds, cache_dir=cache, override_num_blocks=2).take_all()
+    want = sorted((x.tobytes(), y) for x, y in ShardedDataset(local_ds))
+    assert sorted((np.asarray(r["image"]).tobytes(), int(r["label"])) for r in rows) == want
+    assert sorted(downloads(cache, remote_ds)) == shard_names()
