@@ -57,6 +57,10 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
     for row in scale["rows"]:
         assert row in table
     assert sum(": PASS" in row or ": MISS" in row for row in scale["rows"]) == 5
+    remote = doc["remote_read"]   # the conversion output read from a local S3 server through the cache
+    assert remote["skipped"] is None and remote["shards"] == 1
+    assert all(row in table for row in remote["rows"])
+    assert sum(": PASS" in row or ": MISS" in row for row in remote["rows"]) == 2
 
 
 @pytest.mark.parametrize("data, match", [

@@ -19,6 +19,8 @@ from lmdbshard.storage.urls import join
 from lmdbshard.tools.cli import main
 from lmdbshard.write.direct import Sample, write_dataset
 
+from helpers import upload_tree
+
 SHARDS = 4
 PER_SHARD = 6
 
@@ -33,15 +35,6 @@ def image(i: int) -> Field:
 def local_ds(tmp_path) -> str:
     shards = [[Sample([image(k * PER_SHARD + j)], (k + j) % 3) for j in range(PER_SHARD)] for k in range(SHARDS)]
     return write_dataset(str(tmp_path / "local"), shards, ["a", "b", "c"])
-
-
-def upload_tree(local: str, url: str) -> str:
-    """Every file under ``local`` to ``url``/<same relative path>: the layout a conversion into a URL makes."""
-    for folder, _, files in os.walk(local):
-        for name in files:
-            path = os.path.join(folder, name)
-            objects.upload(path, join(url, *os.path.relpath(path, local).split(os.sep)))
-    return url
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """``run_bench``: the whole ``make bench`` in order: corpus, conversions (Ray up), the raw
-copy for the read rows, reads (Ray down, so its daemons do not share the read core), open."""
+copy for the read rows, reads (Ray down, so its daemons do not share the read core), open,
+scale, and reads from a local S3 server."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from lmdbshard.benchmark.command import time_command
 from lmdbshard.benchmark.conversion import conversion_dir, run_conversions
 from lmdbshard.benchmark.opening import make_many_shards, time_open
 from lmdbshard.benchmark.reads import run_reads
+from lmdbshard.benchmark.remote_read import run_remote_read
 from lmdbshard.benchmark.report import BenchReport, environment
 from lmdbshard.benchmark.scale import run_scale
 
@@ -55,6 +57,8 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     log.info("bench: opening %d shards", bench.open_shards)
     opened = time_open(make_many_shards(os.path.join(work, f"open-{bench.open_shards}"), bench.open_shards))
     scale = run_scale(bench.scale, jpeg_root) if bench.scale else None
+    remote = (run_remote_read(jpeg_root, bench.read_samples, bench.read_seconds, bench.read_repeats)
+              if bench.remote_read else None)
     sizes = [os.path.getsize(os.path.join(root, p)) for p in listing.paths]
     t = base.transform
     corpus = {"root": root, "images": len(listing), "classes": len(listing.classes), "mb": sum(sizes) / 1e6,
@@ -63,7 +67,7 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
                            f"encode {base.storage.encoding} q{base.storage.quality}; "
                            f"shard_size {', '.join(map(str, bench.shard_sizes))}; work units of {base.ray.unit_size}"}
     report = BenchReport(environment(bench.repeats), corpus, conversion, reads, opened, list(bench.workers),
-                         list(bench.shard_sizes), command, scale)
+                         list(bench.shard_sizes), command, scale, remote)
     if bench.json:
         path = os.path.abspath(bench.json)
         os.makedirs(os.path.dirname(path), exist_ok=True)

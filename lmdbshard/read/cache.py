@@ -14,8 +14,8 @@ node (DataLoader workers, ranks, Ray tasks) may share one cache: each shard's lo
 coordinates them with ``fcntl.flock``.
 
 - **Downloaded once.** A reader that finds no copy takes the lock exclusively and downloads
-  (``<file>.download.partial-<pid>``, size and, when the manifest has it, sha256 checked, then
-  renamed into place); the others wait for the lock, then find the copy there.
+  (``<file>.download-<pid>``, size and, when the manifest has it, sha256 checked, then renamed
+  into place); the others wait for the lock, then find the copy there.
 - **Checked on open.** A copy whose size differs from the manifest's is downloaded again.
 - **Never evicted while read.** A process holds the lock shared while it has the shard open.
 - **Least recently used goes first.** The lock file's modification time is set on each open and
@@ -47,6 +47,7 @@ ENV_VAR = "LMDBSHARD_CACHE"
 DEFAULT_DIR = os.path.join("~", ".cache", "lmdbshard")
 LOCK_SUFFIX = ".lock"
 DOWNLOADS_LOG = "downloads.log"
+DOWNLOAD_CHUNK = 64 << 20   # bytes per request (and in memory) while downloading
 PIN_ATTEMPTS = 5   # a copy evicted between its download and the reader's shared lock is fetched again
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -163,36 +164,43 @@ def _present(f: CachedFile) -> bool:
 
 
 def _fetch(f: CachedFile) -> None:
-    """Download ``f`` into place, checked; the caller holds its lock exclusively."""
+    """Download ``f`` into place, checked; the caller holds its lock exclusively.
+
+    Big requests (``DOWNLOAD_CHUNK``): an S3 server serves one large GET far faster than many ranged
+    ones. No fsync: a copy is re-downloadable, and one cut short by a crash has the wrong size."""
     for stale in glob.glob(glob.escape(f.path) + ".download*"):   # left by a killed downloader
         os.remove(stale)
     if f.limit is not None:
         evict(f.cache_dir, f.limit, need=f.bytes)
-    tmp = f.path + ".download"
+    tmp = f"{f.path}.download-{os.getpid()}"
     start = time.monotonic()
-    n = objects.download(f.url, tmp)
+    n, digest = 0, hashlib.sha256() if f.sha256 else None
+    try:
+        with open(tmp, "wb") as out:
+            for data in objects.chunks(f.url, DOWNLOAD_CHUNK):
+                out.write(data)
+                n += len(data)
+                if digest is not None:
+                    digest.update(data)
+        problem = None
+        if n != f.bytes:
+            problem = f"holds {n} bytes, but the manifest lists {f.bytes}"
+        elif digest is not None and digest.hexdigest() != f.sha256:
+            problem = f"has a sha256 other than the manifest's {f.sha256[:16]}..."
+        if problem:
+            raise ShardError(f"{f.url} {problem}: the object changed after the manifest was written, or is "
+                             "damaged; rerun the conversion into that URL to rebuild it")
+        os.replace(tmp, f.path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
     seconds = time.monotonic() - start
-    problem = None
-    if n != f.bytes:
-        problem = f"holds {n} bytes, but the manifest lists {f.bytes}"
-    elif f.sha256 and _sha256(tmp) != f.sha256:
-        problem = f"has a sha256 other than the manifest's {f.sha256[:16]}..."
-    if problem:
-        os.remove(tmp)
-        raise ShardError(f"{f.url} {problem}: the object changed after the manifest was written, or is damaged; "
-                         "rerun the conversion into that URL to rebuild it")
-    os.replace(tmp, f.path)
     with open(os.path.join(f.folder, DOWNLOADS_LOG), "a") as out:   # one short append: whole lines
         out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {os.getpid()} {os.path.relpath(f.path, f.folder)} "
                   f"{n} {seconds:.3f}\n")
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as src:
-        while chunk := src.read(objects.CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cached_files(cache_dir: str) -> list[tuple[int, str, int]]:
