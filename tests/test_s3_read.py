@@ -27,7 +27,7 @@ PER_SHARD = 6
 
 def image(i: int) -> Field:
     arr = np.full((8, 10, 3), i % 251, np.uint8)
-    arr[0, 0] = (i, i // 7, 3)
+    arr[0, 0] = (i % 256, i // 7 % 256, 3)
     return Field("image", "raw", arr.tobytes(), (8, 10, 3), "uint8", "HWC")
 
 
@@ -151,6 +151,19 @@ def test_a_cached_copy_of_the_wrong_size_is_downloaded_again(local_ds, remote_ds
     with ShardedDataset(remote_ds, cache_dir=cache) as ds:
         assert samples(ds) == samples(ShardedDataset(local_ds))
     assert sorted(downloads(cache, remote_ds)) == sorted([shard_names()[0]] + shard_names())
+
+
+def test_a_dataset_converted_again_into_the_same_url_is_not_read_from_stale_copies(local_ds, bucket, tmp_path):
+    cache = str(tmp_path / "cache")
+    url = upload_tree(local_ds, join(bucket, "ds"))
+    assert samples(ShardedDataset(url, cache_dir=cache)) == samples(ShardedDataset(local_ds))
+    shards = [[Sample([image(1000 + k * PER_SHARD + j)], j % 3) for j in range(PER_SHARD)] for k in range(SHARDS)]
+    again = write_dataset(str(tmp_path / "again"), shards, ["a", "b", "c"])   # same shard sizes, other records
+    assert [os.path.getsize(os.path.join(again, n)) for n in shard_names()] == \
+        [os.path.getsize(os.path.join(local_ds, n)) for n in shard_names()]
+    upload_tree(again, url)
+    assert samples(ShardedDataset(url, cache_dir=cache)) == samples(ShardedDataset(again))
+    assert sorted(downloads(cache, url)) == sorted(shard_names() * 2)
 
 
 def test_cache_limit_takes_bytes_or_sizes():

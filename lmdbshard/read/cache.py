@@ -16,7 +16,8 @@ coordinates them with ``fcntl.flock``.
 - **Downloaded once.** A reader that finds no copy takes the lock exclusively and downloads
   (``<file>.download-<pid>``, size and, when the manifest has it, sha256 checked, then renamed
   into place); the others wait for the lock, then find the copy there.
-- **Checked on open.** A copy whose size differs from the manifest's is downloaded again.
+- **Checked on open.** A copy whose size differs from the manifest's, or downloaded for another
+  records checksum (the lock file records the one of its download), is downloaded again.
 - **Never evicted while read.** A process holds the lock shared while it has the shard open.
 - **Least recently used goes first.** The lock file's modification time is set on each open and
   close. With ``cache_limit``, before each download, the least recently used shards that no
@@ -83,6 +84,7 @@ class CachedFile:
     folder: str              # the dataset's folder in the cache
     cache_dir: str
     limit: Optional[int]     # cache_limit in bytes
+    version: str = ""        # the manifest's records checksum of the shard: which shard this copy must be
 
 
 class ShardCache:
@@ -104,11 +106,11 @@ class ShardCache:
         _write_atomic(os.path.join(folder, "manifest.json"), json.dumps(manifest, indent=1).encode())
         return folder
 
-    def file(self, url: str, name: str, size: int, sha256: Optional[str] = None) -> CachedFile:
+    def file(self, url: str, name: str, size: int, sha256: Optional[str] = None, version: str = "") -> CachedFile:
         """The cached copy of the object ``url``/``name`` (``name``: '/'-separated, inside the dataset)."""
         folder = self.folder(url)
         return CachedFile(f"{url}/{name}", os.path.join(folder, *name.split("/")), size, sha256, folder, self.dir,
-                          self.limit)
+                          self.limit, version)
 
 
 class Pin:
@@ -140,13 +142,15 @@ def pin(f: CachedFile) -> Pin:
     try:
         for _ in range(PIN_ATTEMPTS):
             fcntl.flock(fd, fcntl.LOCK_SH)
-            if _present(f):
+            if _present(f, fd):
                 _touch(lock_path)
                 return Pin(fd, lock_path)
             fcntl.flock(fd, fcntl.LOCK_UN)
             fcntl.flock(fd, fcntl.LOCK_EX)   # one downloader; the others wait here, then find the copy
-            if not _present(f):
+            if not _present(f, fd):
                 _fetch(f)
+                os.ftruncate(fd, 0)   # the lock file records which shard the copy is: see _present
+                os.pwrite(fd, f.version.encode(), 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     except BaseException:
         os.close(fd)
@@ -156,11 +160,15 @@ def pin(f: CachedFile) -> Pin:
                      f"(the shards in use need more room than it leaves)")
 
 
-def _present(f: CachedFile) -> bool:
+def _present(f: CachedFile, lock_fd: int) -> bool:
+    """Whether the copy is the shard the manifest lists: its size, and the records checksum that the lock
+    file recorded at its download (a dataset converted again into the same URL may keep the sizes)."""
     try:
-        return os.stat(f.path).st_size == f.bytes
+        if os.stat(f.path).st_size != f.bytes:
+            return False
     except FileNotFoundError:
         return False
+    return os.pread(lock_fd, 256, 0) == f.version.encode()
 
 
 def _fetch(f: CachedFile) -> None:

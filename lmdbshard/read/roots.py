@@ -65,18 +65,20 @@ def shard_refs(m: Manifest, label_map: int, cache: Optional[ShardCache]) -> list
     for e in m.shards:
         if not e.count:
             continue
-        data = cached(cache, m, e.file, e.bytes, getattr(e, "file_sha256", None))
-        label = None if e.label_file is None else cached(cache, m, e.label_file, e.label_bytes, None)
+        data = cached(cache, m, e.file, e.bytes, getattr(e, "file_sha256", None), e.sha256)
+        label = (None if e.label_file is None else
+                 cached(cache, m, e.label_file, e.label_bytes, None, e.label_sha256 or ""))
         refs.append(ShardRef(os.path.join(folder, *e.file.split("/")), e.first_key, e.count, e.bytes, label_map,
                              datum, None if e.label_file is None else os.path.join(folder, *e.label_file.split("/")),
                              data, label))
     return refs
 
 
-def cached(cache: ShardCache, m: Manifest, file: str, size: int, sha256: Optional[str]) -> CachedFile:
+def cached(cache: ShardCache, m: Manifest, file: str, size: int, sha256: Optional[str], records_sha256: str
+           ) -> CachedFile:
     """The cached copy of the LMDB data file of ``file`` (in Caffe Datum mode a directory holding data.mdb)."""
     name = f"{file}/{LMDB_DATA_FILE}" if m.record_format == DATUM_FORMAT else file
-    return cache.file(m.root, name, size, sha256)
+    return cache.file(m.root, name, size, sha256, records_sha256)
 
 
 def cumulative_counts(refs: Sequence[ShardRef]) -> list[int]:

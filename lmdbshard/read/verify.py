@@ -211,9 +211,10 @@ def verify(root: str, decode: bool = True, workers: Optional[int] = None,
         shards, companions = expectations(cache.remember(m.root, m.data), m.shards, m.record_format)
         entries = {e.index: e for e in m.shards}
         shards = [replace(x, remote=cached(cache, m, entries[x.index].file, entries[x.index].bytes,
-                                           getattr(entries[x.index], "file_sha256", None))) for x in shards]
+                                           getattr(entries[x.index], "file_sha256", None), x.sha256))
+                  for x in shards]
         companions = [replace(x, remote=cached(cache, m, entries[x.index].label_file, entries[x.index].label_bytes,
-                                               None)) for x in companions]
+                                               None, x.sha256)) for x in companions]
     problems = []   # overlapping key ranges and bad counts are refused by load_manifest already
     records, found = check_shards(shards, decode, workers, on_done)
     found += check_shards(companions, decode, workers)[1]
