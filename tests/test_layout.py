@@ -135,11 +135,11 @@ assert image.shape == (16, 20, 3) and label == 1
 assert len(list(ds)) == len(ds) == 3
 sampler = lmdbshard.ShardSampler(ds, num_replicas=1, rank=0, seed=0)
 assert sorted(sampler) == [0, 1, 2]
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("ray", "hydra", "omegaconf"))))
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("ray", "hydra", "omegaconf", "pyarrow"))))
 """
 
 
-def test_reading_loads_no_ray_hydra_or_omegaconf(tmp_path):
+def test_reading_a_folder_loads_no_ray_hydra_omegaconf_or_pyarrow(tmp_path):
     buf = io.BytesIO()
     Image.fromarray(np.full((16, 20, 3), 90, np.uint8)).save(buf, "JPEG")
     image = Field("image", "jpeg", buf.getvalue(), (16, 20, 3), "uint8", "HWC")
