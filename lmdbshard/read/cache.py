@@ -148,8 +148,8 @@ def pin(f: CachedFile) -> Pin:
             fcntl.flock(fd, fcntl.LOCK_UN)
             fcntl.flock(fd, fcntl.LOCK_EX)   # one downloader; the others wait here, then find the copy
             if not _present(f, fd):
+                os.ftruncate(fd, 0)   # the lock file records which shard the copy is (see _present): none now
                 _fetch(f)
-                os.ftruncate(fd, 0)   # the lock file records which shard the copy is: see _present
                 os.pwrite(fd, f.version.encode(), 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     except BaseException:
