@@ -19,7 +19,7 @@ from lmdbshard.storage.urls import join
 from lmdbshard.tools.cli import main
 from lmdbshard.write.direct import Sample, write_dataset
 
-from helpers import upload_tree
+from helpers import job, upload_tree
 
 SHARDS = 4
 PER_SHARD = 6
@@ -211,3 +211,17 @@ def test_ray_dataset_reads_a_url_through_each_node_cache(local_ds, remote_ds, tm
     want = sorted((x.tobytes(), y) for x, y in ShardedDataset(local_ds))
     assert sorted((np.asarray(r["image"]).tobytes(), int(r["label"])) for r in rows) == want
     assert sorted(downloads(cache, remote_ds)) == shard_names()
+
+
+def test_caffe_datum_shards_are_directories_on_the_store_too(ray_local, tree, bucket, tmp_path):
+    from lmdbshard import StorageConfig, convert
+    out = str(tmp_path / "datum")
+    convert(job(tree.root, out, storage=StorageConfig(encoding="caffe_datum")))
+    url = upload_tree(out, join(bucket, "datum"))   # shards/shard-000000.lmdb/data.mdb, ...
+    cache = str(tmp_path / "cache")
+    remote = ShardedDataset(url, cache_dir=cache)
+    assert samples(remote) == samples(ShardedDataset(out))
+    assert all(name.endswith("/data.mdb") for name in downloads(cache, url))
+    from lmdbshard.read.verify import verify
+    result = verify(url, cache_dir=cache)
+    assert result.ok and result.records == len(remote)
