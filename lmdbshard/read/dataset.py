@@ -297,4 +297,3 @@ class ShardedDataset:
 def _unreadable(path: str, exc: lmdb.Error) -> ShardError:
     return ShardError(f"{path}: LMDB cannot read it ({exc}); the shard is damaged: check the dataset with "
                       "lmdbshard verify and rebuild the shard by rerunning its conversion command")
-
