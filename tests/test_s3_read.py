@@ -103,6 +103,20 @@ def test_dataloader_workers_share_one_cache_and_download_each_shard_once(local_d
     assert isinstance(torch.__version__, str)
 
 
+def read_all(ds: ShardedDataset) -> list[tuple[bytes, int]]:
+    return samples(ds)
+
+
+def test_processes_racing_for_the_same_shards_download_each_once(local_ds, remote_ds, tmp_path):
+    import multiprocessing
+    cache = str(tmp_path / "cache")
+    ds = ShardedDataset(remote_ds, cache_dir=cache)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:   # each reads every shard, at the same time
+        got = pool.map(read_all, [ds] * 2, chunksize=1)
+    assert got == [samples(ShardedDataset(local_ds))] * 2
+    assert sorted(downloads(cache, remote_ds)) == shard_names()
+
+
 def test_a_stream_larger_than_cache_limit_reads_everything_and_stays_within_it(local_ds, remote_ds, tmp_path):
     cache = str(tmp_path / "cache")
     sizes = [e["bytes"] for e in json.load(open(os.path.join(local_ds, "manifest.json")))["shards"]]
