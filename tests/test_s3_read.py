@@ -239,3 +239,20 @@ def test_caffe_datum_shards_are_directories_on_the_store_too(ray_local, tree, bu
     from lmdbshard.read.verify import verify
     result = verify(url, cache_dir=cache)
     assert result.ok and result.records == len(remote)
+
+
+def test_a_download_is_checked_against_the_sha256_the_manifest_lists(bucket, tmp_path, monkeypatch):
+    import hashlib
+    from lmdbshard.errors import ShardError
+    from lmdbshard.read import cache as shard_cache
+    data = os.urandom(10_000)
+    objects.write_bytes(join(bucket, "ds", "shards", "x.lmdb"), data)
+    monkeypatch.setattr(shard_cache, "DOWNLOAD_CHUNK", 4096)   # several requests: hashed while downloading
+    store = ShardCache(str(tmp_path / "cache"))
+    good = store.file(join(bucket, "ds"), "shards/x.lmdb", len(data), hashlib.sha256(data).hexdigest(), "v1")
+    with shard_cache.pin(good):
+        assert open(good.path, "rb").read() == data
+    bad = store.file(join(bucket, "ds"), "shards/x.lmdb", len(data), "0" * 64, "v2")
+    with pytest.raises(ShardError, match=r"x.lmdb has a sha256 other than the manifest's 0000"):
+        shard_cache.pin(bad)
+    assert not [n for n in os.listdir(os.path.dirname(good.path)) if ".download" in n]

@@ -37,6 +37,7 @@ import mmap
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -210,13 +211,21 @@ def _download(f: CachedFile, tmp: str) -> Optional[str]:
         if f.bytes == 0:
             return None if objects.size(f.url) == 0 else "is not empty, but the manifest lists 0 bytes"
         os.posix_fallocate(fd, 0, f.bytes)   # a full disk fails here, not as SIGBUS in the mapping
-        with mmap.mmap(fd, f.bytes) as mm:
+        mm = mmap.mmap(fd, f.bytes)
+        digest = hashlib.sha256() if f.sha256 else None
+        try:
+            with ThreadPoolExecutor(1, "lmdbshard-hash") as hasher:   # hashes a chunk while the next downloads
+                objects.read_into(f.url, mm, DOWNLOAD_CHUNK,
+                                  None if digest is None else lambda part: hasher.submit(digest.update, part))
+        except ValueError as exc:   # another size
+            return f"is not the size the manifest lists ({exc})"
+        finally:
             try:
-                objects.read_into(f.url, mm, DOWNLOAD_CHUNK)
-            except ValueError as exc:   # another size
-                return f"is not the size the manifest lists ({exc})"
-            if f.sha256 and hashlib.sha256(mm).hexdigest() != f.sha256:
-                return f"has a sha256 other than the manifest's {f.sha256[:16]}..."
+                mm.close()
+            except BufferError:   # a view of it held by an exception's traceback: unmapped when collected
+                pass
+        if digest is not None and digest.hexdigest() != f.sha256:
+            return f"has a sha256 other than the manifest's {f.sha256[:16]}..."
         return None
     finally:
         os.close(fd)

@@ -9,7 +9,7 @@ so a reader never sees half a file under the final name. Errors are ``OSError``s
 from __future__ import annotations
 
 import os
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from lmdbshard.storage.urls import filesystem, join
 
@@ -79,10 +79,10 @@ def chunks(url: str, chunk: int = CHUNK) -> Iterator[bytes]:
             yield data
 
 
-def read_into(url: str, out, chunk: int = CHUNK) -> int:
+def read_into(url: str, out, chunk: int = CHUNK, on_chunk: Optional[Callable[[memoryview], None]] = None) -> int:
     """Fill the writable buffer ``out`` (an ``mmap`` of a file of the object's size, say) with the object's
     bytes, ``chunk`` per request, with no copy in between; returns the size. ValueError, naming both sizes,
-    when the object's size is not ``len(out)``."""
+    when the object's size is not ``len(out)``. ``on_chunk`` gets each part of ``out`` once it is filled."""
     fs, path = filesystem(url)
     view = memoryview(out).cast("B")
     with _call(url, "open", fs.open_input_file, path) as f:
@@ -95,6 +95,8 @@ def read_into(url: str, out, chunk: int = CHUNK) -> int:
             n = _call(url, "read", f.readinto, view[offset:offset + chunk])
             if not n:
                 raise OSError(f"{url} ended at byte {offset} of {total} while being read")
+            if on_chunk is not None:
+                on_chunk(view[offset:offset + n])
             offset += n
     return total
 
