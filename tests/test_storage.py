@@ -73,13 +73,3 @@ def test_a_failed_upload_leaves_no_object(bucket, tmp_path):
     finally:
         builtins.open = real_read
     assert objects.size(url) is None
-
-
-def test_read_into_fills_a_buffer_chunk_by_chunk_and_refuses_another_size(bucket):
-    data = os.urandom(3 * 1000 + 7)
-    url = join(bucket, "obj.bin")
-    objects.write_bytes(url, data)
-    out = bytearray(len(data))
-    assert objects.read_into(url, out, chunk=1000) == len(data) and bytes(out) == data
-    with pytest.raises(ValueError, match=f"{url} holds {len(data)} bytes, not the 10 expected"):
-        objects.read_into(url, bytearray(10))

@@ -9,9 +9,11 @@ comparisons, each repeated and interleaved, the median reported:
   interleaved 64 samples at a time (the ``bench-read`` timer).
 - **First read.** The first ``ds[i]`` of the largest shard through an empty cache, in MB/s of the
   shard's size: the download (as the cache's ``downloads.log`` times it: the requests, the write
-  and the rename) and the whole call (also the lock, the structure check and the open), against
-  a plain unsigned HTTP GET of the same object from the same server, read whole into memory,
-  taking turns. The target is on the download.
+  and the rename) and the whole call (also the lock, the structure check and the open). Against
+  two plain GETs of the same object from the same server, read whole into memory, all taking
+  turns: one read through pyarrow (``objects.read_bytes``: the client lmdbshard uses, its HEAD
+  included), on which the target is, and an unsigned ``urllib`` GET, which shows what the client
+  library itself costs.
 
 Each ratio is taken per repeat, and the median of the ratios reported: load from elsewhere on the
 machine then moves both sides of a ratio alike.
@@ -52,7 +54,8 @@ class RemoteRead:
     local_per_s: list[float] = field(default_factory=list)
     warm_per_s: list[float] = field(default_factory=list)
     shard_mb: float = 0.0                # the shard of the first-read rows
-    get_mb_s: list[float] = field(default_factory=list)
+    get_mb_s: list[float] = field(default_factory=list)       # pyarrow: objects.read_bytes
+    http_mb_s: list[float] = field(default_factory=list)      # urllib
     download_mb_s: list[float] = field(default_factory=list)
     first_read_mb_s: list[float] = field(default_factory=list)
 
@@ -70,12 +73,15 @@ class RemoteRead:
                 f"ds[i], decode=False, local folder           {med(self.local_per_s):>10.0f} records/s",
                 f"ds[i], decode=False, s3:// via warm cache   {med(self.warm_per_s):>10.0f} records/s  "
                 f"{self.warm_ratio():.2f}x vs local  (target >= {WARM_TARGET}x: {_verdict(self.warm_ratio(), WARM_TARGET)})",
-                f"plain GET of one {self.shard_mb:.1f} MB shard object        {med(self.get_mb_s):>10.1f} MB/s",
+                f"one {self.shard_mb:.1f} MB shard object, plain GET with urllib      {med(self.http_mb_s):>7.1f} MB/s",
+                f"the same, one read through pyarrow (HEAD, GET) {med(self.get_mb_s):>7.1f} MB/s  "
+                f"{_median_ratio(self.get_mb_s, self.http_mb_s):.2f}x vs urllib",
                 f"first ds[i] of that shard, empty cache: download {med(self.download_mb_s):>5.1f} MB/s  "
-                f"{self.download_ratio():.2f}x vs GET  (target >= {FIRST_READ_TARGET}x: "
-                f"{_verdict(self.download_ratio(), FIRST_READ_TARGET)})",
+                f"{self.download_ratio():.2f}x vs pyarrow GET (target >= {FIRST_READ_TARGET}x: "
+                f"{_verdict(self.download_ratio(), FIRST_READ_TARGET)}), "
+                f"{_median_ratio(self.download_mb_s, self.http_mb_s):.2f}x vs urllib",
                 f"  the whole first ds[i] (lock, download, check, open) {med(self.first_read_mb_s):>5.1f} MB/s  "
-                f"{_median_ratio(self.first_read_mb_s, self.get_mb_s):.2f}x vs GET"]
+                f"{_median_ratio(self.first_read_mb_s, self.get_mb_s):.2f}x vs pyarrow GET"]
 
     def as_json(self) -> dict:
         return asdict(self) | {"warm_ratio": self.warm_ratio(), "download_ratio": self.download_ratio(),
@@ -142,12 +148,17 @@ def _first_read_rows(result: RemoteRead, local: ShardedDataset, root: str, endpo
     first = sum(local.shard_sizes[:k])
     plain = f"{endpoint}/{url[len('s3://'):]}/{name}"
 
-    def get() -> float:
+    def http() -> float:
         t0 = time.perf_counter()
         with urllib.request.urlopen(plain) as response:
             got = len(response.read())
         if got != ref.bytes:
             raise RuntimeError(f"plain GET of {plain} returned {got} bytes, expected {ref.bytes}")
+        return time.perf_counter() - t0
+
+    def get() -> float:
+        t0 = time.perf_counter()
+        objects.read_bytes(join(url, name))
         return time.perf_counter() - t0
 
     downloads = []
@@ -163,9 +174,10 @@ def _first_read_rows(result: RemoteRead, local: ShardedDataset, root: str, endpo
         shutil.rmtree(cache, ignore_errors=True)
         return seconds
 
-    for r in range(2 * repeats + 1):   # taking turns, each going first as often: load elsewhere hits both alike
-        steps = (get, first_read) if r % 2 else (first_read, get)
-        times = {step: step() for step in steps}
+    steps = [http, get, first_read]
+    for r in range(2 * repeats + 1):   # taking turns, each going first as often: load elsewhere hits all alike
+        times = {step: step() for step in steps[r % 3:] + steps[:r % 3]}
+        result.http_mb_s.append(ref.bytes / 1e6 / times[http])
         result.get_mb_s.append(ref.bytes / 1e6 / times[get])
         result.first_read_mb_s.append(ref.bytes / 1e6 / times[first_read])
         result.download_mb_s.append(ref.bytes / 1e6 / max(downloads[-1], 1e-6))

@@ -9,7 +9,7 @@ so a reader never sees half a file under the final name. Errors are ``OSError``s
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 from lmdbshard.storage.urls import filesystem, join
 
@@ -77,28 +77,6 @@ def chunks(url: str, chunk: int = CHUNK) -> Iterator[bytes]:
                 raise OSError(f"{url} ended at byte {offset} of {total} while being read")
             offset += len(data)
             yield data
-
-
-def read_into(url: str, out, chunk: int = CHUNK, on_chunk: Optional[Callable[[memoryview], None]] = None) -> int:
-    """Fill the writable buffer ``out`` (an ``mmap`` of a file of the object's size, say) with the object's
-    bytes, ``chunk`` per request, with no copy in between; returns the size. ValueError, naming both sizes,
-    when the object's size is not ``len(out)``. ``on_chunk`` gets each part of ``out`` once it is filled."""
-    fs, path = filesystem(url)
-    view = memoryview(out).cast("B")
-    with _call(url, "open", fs.open_input_file, path) as f:
-        total = f.size()
-        if total != len(view):
-            raise ValueError(f"{url} holds {total} bytes, not the {len(view)} expected")
-        offset = 0
-        while offset < total:
-            f.seek(offset)
-            n = _call(url, "read", f.readinto, view[offset:offset + chunk])
-            if not n:
-                raise OSError(f"{url} ended at byte {offset} of {total} while being read")
-            if on_chunk is not None:
-                on_chunk(view[offset:offset + n])
-            offset += n
-    return total
 
 
 def download(url: str, dest: str, chunk: int = CHUNK) -> int:
@@ -174,5 +152,5 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
-__all__ = ["CHUNK", "chunks", "download", "exists", "join", "listdir", "read_bytes", "read_into", "remove", "size",
-           "upload", "walk", "write_bytes"]
+__all__ = ["CHUNK", "chunks", "download", "exists", "join", "listdir", "read_bytes", "remove", "size", "upload",
+           "walk", "write_bytes"]
