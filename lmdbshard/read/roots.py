@@ -65,9 +65,9 @@ def shard_refs(m: Manifest, label_map: int, cache: Optional[ShardCache]) -> list
     for e in m.shards:
         if not e.count:
             continue
-        data = cached(cache, m, e.file, e.bytes, getattr(e, "file_sha256", None), e.sha256)
+        data = cached(cache, m, e.file, e.bytes, e.file_sha256, e.sha256)
         label = (None if e.label_file is None else
-                 cached(cache, m, e.label_file, e.label_bytes, None, e.label_sha256 or ""))
+                 cached(cache, m, e.label_file, e.label_bytes, e.label_file_sha256, e.label_sha256 or ""))
         refs.append(ShardRef(os.path.join(folder, *e.file.split("/")), e.first_key, e.count, e.bytes, label_map,
                              datum, None if e.label_file is None else os.path.join(folder, *e.label_file.split("/")),
                              data, label))
