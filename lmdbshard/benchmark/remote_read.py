@@ -72,7 +72,8 @@ class RemoteRead:
         return [f"dataset: {self.shards} shards, {self.mb:.1f} MB, uploaded to a local moto server",
                 f"ds[i], decode=False, local folder           {med(self.local_per_s):>10.0f} records/s",
                 f"ds[i], decode=False, s3:// via warm cache   {med(self.warm_per_s):>10.0f} records/s  "
-                f"{self.warm_ratio():.2f}x vs local  (target >= {WARM_TARGET}x: {_verdict(self.warm_ratio(), WARM_TARGET)})",
+                f"{self.warm_ratio():.2f}x vs local  (target >= {WARM_TARGET}x: "
+                f"{_verdict(self.warm_ratio(), WARM_TARGET)})",
                 f"one {self.shard_mb:.1f} MB shard object, plain GET with urllib      {med(self.http_mb_s):>7.1f} MB/s",
                 f"the same, one read through pyarrow (HEAD, GET) {med(self.get_mb_s):>7.1f} MB/s  "
                 f"{_median_ratio(self.get_mb_s, self.http_mb_s):.2f}x vs urllib",
