@@ -94,10 +94,14 @@ class ShardCache:
     def __init__(self, cache_dir: Optional[str | os.PathLike] = None, cache_limit: int | str | None = None):
         self.dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir))) if cache_dir else default_cache_dir()
         self.limit = parse_limit(cache_limit)
+        self._folders: dict[str, str] = {}
 
     def folder(self, url: str) -> str:
-        """The folder of the dataset at ``url``."""
-        return os.path.join(self.dir, hashlib.sha256(url.encode()).hexdigest()[:16])
+        """The folder of the dataset at ``url`` (one string object per URL: pickles of many shards share it)."""
+        folder = self._folders.get(url)
+        if folder is None:
+            folder = self._folders[url] = os.path.join(self.dir, hashlib.sha256(url.encode()).hexdigest()[:16])
+        return folder
 
     def remember(self, url: str, manifest: dict) -> str:
         """Create the folder of the dataset at ``url``, with its URL and a copy of its manifest; returns it."""
