@@ -9,7 +9,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from hydra_app import BENCHMARK, BenchmarkJob, check_command_line, composed, conversion, reported
+from hydra_app import (BENCHMARK, BenchmarkJob, check_command_line, compose_once, composed, conversion, finish,
+                       reported)
 from lmdbshard.benchmark import run_bench
 
 
@@ -26,4 +27,6 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     with reported():
         check_command_line(sys.argv[1:], BenchmarkJob, [BENCHMARK], BENCHMARK)
+        compose_once(sys.argv[1:])
     main()
+    finish()

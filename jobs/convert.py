@@ -9,7 +9,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from hydra_app import ConvertJob, check_command_line, composed, conversion, conversion_configs, reported
+from hydra_app import (ConvertJob, check_command_line, compose_once, composed, conversion, conversion_configs, finish,
+                       reported)
 from lmdbshard import convert
 from lmdbshard.tools.demo import make_imagefolder
 
@@ -29,4 +30,6 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     with reported():
         check_command_line(sys.argv[1:], ConvertJob, conversion_configs(), DEFAULT)
+        compose_once(sys.argv[1:])
     main()
+    finish()

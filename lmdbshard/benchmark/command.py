@@ -2,8 +2,10 @@
 the corpus in a subprocess, and what it pays beyond the shards' own work, item by item.
 
 - interpreter, imports and Hydra: ``jobs/convert.py ... --cfg job`` (composes, prints, exits);
+  this and Ray's import are the median of three runs;
 - listing, plan and output preparation: ``convert``'s start, timed in this process;
-- importing Ray (the job imports it only once it runs shards): ``python -c "import ray"`` less ``python -c pass``;
+- importing Ray (the job imports it only once it runs shards): ``python -c "import ray"`` less ``python -c pass``,
+  each ending as the job does, without the interpreter's teardown (``os._exit``);
 - Ray start-up, shards and Ray shutdown: the job's own ``timings:`` log line;
 - the rest (the output lock, the manifest, the summary, the interpreter's exit): the command's time less
   all of the above.
@@ -16,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -56,6 +59,11 @@ def _timed(cmd: list[str]) -> tuple[float, str]:
     return seconds, proc.stdout + proc.stderr
 
 
+def _median(cmd: list[str], times: int = 3) -> float:
+    """The median of ``times`` runs: a short command's one run is at the mercy of other work on the machine."""
+    return statistics.median(_timed(cmd)[0] for _ in range(times))
+
+
 def _listing_and_plan(root: str, out: str) -> float:
     """``convert``'s start (config check, listing, plan) and the output's preparation, in this process."""
     from lmdbshard.write.config import ConvertConfig, SourceConfig
@@ -72,9 +80,10 @@ def time_command(root: str, work: str, images: int) -> CommandTimes:
     """Run the whole command once (Ray down: it starts its own cluster) and take its time apart."""
     out = os.path.join(work, "command")
     shutil.rmtree(out, ignore_errors=True)
-    startup_s, _ = _timed(_job(root, out, "--cfg", "job"))
+    startup_s = _median(_job(root, out, "--cfg", "job"))
     listing_s = _listing_and_plan(root, os.path.join(work, "command-plan"))
-    ray_import_s = max(0.0, _timed([sys.executable, "-c", "import ray"])[0] - _timed([sys.executable, "-c", "pass"])[0])
+    bare = _median([sys.executable, "-c", "import os; os._exit(0)"])
+    ray_import_s = max(0.0, _median([sys.executable, "-c", "import os, ray; os._exit(0)"]) - bare)
     wall_s, text = _timed(_job(root, out))
     found = _TIMINGS.search(text)
     if found is None:

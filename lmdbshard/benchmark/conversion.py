@@ -47,8 +47,10 @@ class ConversionTimes:
 
 
 def _warm_ray_workers(n: int) -> int:
-    """Have each Ray worker import the shard writer before the clock starts (as the Pool's do);
-    returns the niceness Ray runs its workers at."""
+    """Have Ray start, before the clock, the worker processes a conversion uses, each importing the shard
+    writer (as the Pool's processes start and import): ``n`` for the work units, and ``n + 1`` for the
+    shards' writers (no CPU reserved; at most that many shards are open at once). The private cluster
+    keeps idle workers, so they serve every run. Returns the niceness Ray runs its workers at."""
     import ray
 
     @ray.remote(num_cpus=1)
@@ -56,7 +58,13 @@ def _warm_ray_workers(n: int) -> int:
         from lmdbshard.write import task as shard  # noqa: F401
         return os.nice(0)
 
-    return max(ray.get([_import.remote() for _ in range(2 * n)]))
+    @ray.remote(num_cpus=0)
+    def _writer_slot() -> int:
+        from lmdbshard.write import task as shard  # noqa: F401
+        time.sleep(1.0)   # held, so that each slot is a process of its own
+        return os.nice(0)
+
+    return max(ray.get([_import.remote() for _ in range(2 * n)] + [_writer_slot.remote() for _ in range(n + 1)]))
 
 
 def _lmdbshard_once(base: ConvertConfig, out: str, cpus: int, workers: int, shard_size: int) -> float:

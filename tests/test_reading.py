@@ -1,0 +1,47 @@
+"""Reading a shard's inputs: every file's bytes in item order, each unreadable file as its own error,
+whether the reads are fast (read in the task's thread) or slow (read ahead on threads)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lmdbshard.write import reading
+from lmdbshard.write.task import ShardItem, ShardTask
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """30 files of distinct bytes, a FIFO, a folder named like an image and a file over the size limit."""
+    root = tmp_path / "src"
+    root.mkdir()
+    names = []
+    for i in range(30):
+        (root / f"{i:02d}.jpg").write_bytes(bytes([i]) * (1000 + i))
+        names.append(f"{i:02d}.jpg")
+    os.mkfifo(root / "fifo.jpg")
+    (root / "folder.jpg").mkdir()
+    (root / "big.jpg").write_bytes(b"x" * 5000)
+    names[5:5] = ["fifo.jpg"]
+    names[12:12] = ["folder.jpg"]
+    names.append("big.jpg")
+    return str(root), names
+
+
+@pytest.mark.parametrize("slow_after", [None, -1.0], ids=["fast reads inline", "slow reads ahead on threads"])
+def test_inputs_come_in_item_order_with_each_bad_file_as_its_error(folder, monkeypatch, slow_after):
+    root, names = folder
+    if slow_after is not None:   # every read counts as slow: read-ahead from the first file on
+        monkeypatch.setattr(reading, "SLOW_READ_S", slow_after)
+    items = [ShardItem(i, 0, name, 0) for i, name in enumerate(names)]
+    task = ShardTask.of_items(0, 0, root, items)
+    got = list(reading.prefetched(task, None, limit=4096))
+    assert [item.path for item, *_ in got] == names
+    for item, data, error, seconds in got:
+        if item.path in ("fifo.jpg", "folder.jpg", "big.jpg"):
+            assert data is None and error is not None and error.path == item.path
+        else:
+            i = int(item.path[:2])
+            assert error is None and data == (bytes([i]) * (1000 + i), None)
+        assert seconds >= 0
