@@ -24,6 +24,8 @@ import lmdb
 from lmdbshard.write.atomic import disk_full_message, free_bytes, is_disk_full, publishing, publishing_dir
 from lmdbshard.format.datum import label_filename
 from lmdbshard.errors import DiskFullError, ShardError
+from lmdbshard.storage import objects
+from lmdbshard.storage.urls import is_url, join
 from lmdbshard.format.record import LMDB_DATA_FILE, SHARD_DIR, RecordHasher, encode_key, shard_filename
 
 BATCH_BYTES = 32 << 20     # one write transaction holds about this much
@@ -142,14 +144,23 @@ class ShardOutput:
         self.batch_bytes = 0
 
     def publish(self, out: str) -> tuple[str, int, Optional[str], int]:
-        """(file, bytes, label file or None, its bytes), relative to ``out``."""
+        """(file, bytes, label file or None, its bytes), relative to ``out``. An object-store ``out``
+        (a URL): the files are published into a folder on scratch, the same bytes as in a local ``out``,
+        then each is uploaded whole (the SDK sends a large one in parts; the object appears complete
+        or not at all). The driver's report, written after this returns, marks the shard complete."""
         self.flush()
+        local = os.path.join(self.scratch, "published") if is_url(out) else out
         rel = f"{SHARD_DIR}/{shard_filename(self.index)}"
         label_rel, label_size = None, 0
         if self.labels is not None:   # the companion first: the main file's presence marks the shard done
             label_rel = f"{SHARD_DIR}/{label_filename(shard_filename(self.index))}"
-            label_size = self.labels.publish(os.path.join(out, label_rel), self.directories)
-        return rel, self.main.publish(os.path.join(out, rel), self.directories), label_rel, label_size
+            label_size = self.labels.publish(os.path.join(local, label_rel), self.directories)
+        size = self.main.publish(os.path.join(local, rel), self.directories)
+        if local != out:
+            for name in filter(None, (label_rel, rel)):
+                objects.upload(os.path.join(local, name), join(out, name))
+                os.remove(os.path.join(local, name))
+        return rel, size, label_rel, label_size
 
     def close(self) -> None:
         for builder in (self.main, self.labels):

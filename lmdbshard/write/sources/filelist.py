@@ -12,7 +12,7 @@ import os
 from lmdbshard.write.config import SourceConfig
 from lmdbshard.errors import SourceError
 from lmdbshard.write.listing import Listing
-from lmdbshard.write.sources import read_classes
+from lmdbshard.write.sources import read_classes, source_root
 
 
 def list_filelist(cfg: SourceConfig) -> Listing:
@@ -35,4 +35,4 @@ def list_filelist(cfg: SourceConfig) -> Listing:
     if max(labels) >= len(classes):
         raise SourceError(f"{path}: label {max(labels)} is out of range for the {len(classes)} classes of "
                           f"{cfg.classes_from!r}")
-    return Listing(os.path.expanduser(cfg.root), classes, paths, labels, [], kind="filelist")
+    return Listing(source_root(cfg.root), classes, paths, labels, [], kind="filelist")
