@@ -179,3 +179,42 @@ def test_a_worker_killed_mid_upload_leaves_no_shard_counted_complete(s3_tree, bu
     for k in range(5):
         with open(os.path.join(local, f"shards/shard-{k:06d}.lmdb"), "rb") as f:
             assert objects.read_bytes(join(out, f"shards/shard-{k:06d}.lmdb")) == f.read()
+
+
+def test_file_sources_on_an_object_store_list_as_the_same_tree_does_locally(bucket, tmp_path):
+    from lmdbshard.write.sources import list_source
+    root = tmp_path / "data"
+    make_tree(str(root / "folder"), per_class=3)
+    for rel in ("cat/a b/x.jpg", "cat/a/y.jpg", "cat/a.jpg", "cat/a-1/z.JPG", "dog/deep/er/w.png", "seg/images/s1.jpg",
+                "seg/images/s0.jpg", "seg/images/sub/s2.jpg", "seg/images/orphan.jpg", "seg/masks/s0.png",
+                "seg/masks/s1.png", "seg/masks/sub/s2.png", "val/ILSVRC2012_val_00000002.JPEG",
+                "val/ILSVRC2012_val_00000001.JPEG", "val/notes.txt"):
+        path = root / ("folder/" + rel if rel.count("/") and rel.split("/")[0] in ("cat", "dog") else rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not decoded by a listing")
+    (root / "loc.csv").write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n2 1\n"
+                                  "ILSVRC2012_val_00000002,n1 1\n")
+    upload_tree(str(root), join(bucket, "data"))
+    configs = [SourceConfig(root="folder"), SourceConfig(kind="paired", root="seg"),
+               SourceConfig(kind="imagenet_val", root="val", labels_file=str(root / "loc.csv"))]
+    for cfg in configs:
+        here = list_source(SourceConfig(**{**cfg.__dict__, "root": str(root / cfg.root)}))
+        there = list_source(SourceConfig(**{**cfg.__dict__, "root": join(bucket, "data", cfg.root)}))
+        assert list(there.paths) == list(here.paths) and list(there.labels) == list(here.labels), cfg.kind
+        assert there.classes == here.classes and there.warnings == here.warnings
+        assert (there.mask_paths is None) == (here.mask_paths is None)
+        assert here.mask_paths is None or list(there.mask_paths) == list(here.mask_paths)
+        assert there.source_root() == join(bucket, "data", cfg.root)
+
+
+def test_overwrite_and_the_owned_objects_rule_on_an_object_store(s3_tree, bucket):
+    out = join(bucket, "out")
+    convert(job(s3_tree, out, shard_size=7))
+    objects.write_bytes(join(out, "shards", "shard-000099.partial"), b"left by a killed upload")
+    result = convert(job(s3_tree, out, shard_size=5, overwrite=True))   # a new plan: 5 shards, not 3
+    assert result.shards_built == 5
+    assert sorted(n for n, _ in objects.walk(join(out, "shards"))) == [f"shard-{k:06d}.lmdb" for k in range(5)]
+    objects.write_bytes(join(out, "mine.txt"), b"a user's file")
+    with pytest.raises(ConfigError, match="holds 'mine.txt', which lmdbshard did not write"):
+        convert(job(s3_tree, out, overwrite=True))
+    assert objects.exists(join(out, "manifest.json")) and objects.exists(join(out, "mine.txt"))
