@@ -57,6 +57,9 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
     for row in scale["rows"]:
         assert row in table
     assert sum(": PASS" in row or ": MISS" in row for row in scale["rows"]) == 5
+    remote = doc["remote"]   # into s3:// (the section's own local S3 server) against a local folder
+    assert remote["images"] == 40 and len(remote["s3_s"]) == len(remote["local_s"]) == 1 and remote["ratio"] > 0
+    assert "s3:// vs local folder" in table
 
 
 @pytest.mark.parametrize("data, match", [

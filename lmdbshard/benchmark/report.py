@@ -11,6 +11,7 @@ from lmdbshard.benchmark.command import CommandTimes
 from lmdbshard.benchmark.conversion import ConversionTimes
 from lmdbshard.benchmark.opening import OpenResult
 from lmdbshard.benchmark.reads import ReadTimes
+from lmdbshard.benchmark.remote import RemoteConversion
 from lmdbshard.benchmark.scale import Scale
 
 
@@ -52,6 +53,7 @@ class BenchReport:
     shard_sizes: list[int]
     command: Optional[CommandTimes] = None
     scale: Optional[Scale] = None
+    remote: Optional[RemoteConversion] = None
 
     # -------------------------------------------------------------- rows
     def rows(self) -> list[Row]:
@@ -153,6 +155,8 @@ class BenchReport:
                   ""]
         if self.scale is not None:
             lines += ["  scale (synthetic listings, no image files)"] + [f"    {row}" for row in self.scale.rows()] + [""]
+        if self.remote is not None:
+            lines += ["  object store (a local S3 server)"] + [f"    {row}" for row in self.remote.conversion_rows()] + [""]
         lines += [f"  {'targets':<60} {'measured':>12} {'target':>12}"]
         for t in self.targets():
             value = "-" if t.value is None else _fmt(t.value, t.unit)
@@ -174,6 +178,7 @@ class BenchReport:
             "rows": [asdict(row) for row in self.rows()],
             "targets": [asdict(t) | {"verdict": t.verdict} for t in self.targets()],
             "scale": None if self.scale is None else self.scale.as_json(),
+            "remote": None if self.remote is None else self.remote.as_json(),
         }
 
 

@@ -3,6 +3,7 @@ copy for the read rows, reads (Ray down, so its daemons do not share the read co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -16,6 +17,7 @@ from lmdbshard.benchmark.command import time_command
 from lmdbshard.benchmark.conversion import conversion_dir, run_conversions
 from lmdbshard.benchmark.opening import make_many_shards, time_open
 from lmdbshard.benchmark.reads import run_reads
+from lmdbshard.benchmark.remote import local_s3_server, run_remote_conversion
 from lmdbshard.benchmark.report import BenchReport, environment
 from lmdbshard.benchmark.scale import run_scale
 
@@ -42,9 +44,13 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     os.makedirs(work, exist_ok=True)
     base = dataclasses.replace(base, source=dataclasses.replace(base.source, root=root))
     top = max(bench.workers)
-    with ray_session(RayConfig(num_cpus=top)) as startup_s:
+    # the local S3 server first: Ray's workers inherit its address
+    with local_s3_server() if bench.remote else contextlib.nullcontext() as endpoint, \
+            ray_session(RayConfig(num_cpus=top)) as startup_s:
         conversion = run_conversions(base, listing, work, bench.workers, bench.shard_sizes, bench.repeats,
                                      bench.folder2lmdb, startup_s)
+        remote = run_remote_conversion(dataclasses.replace(base, shard_size=bench.shard_sizes[-1]), work,
+                                       bench.repeats, endpoint) if bench.remote else None
         raw_root = os.path.join(work, "read-raw")
         log.info("bench: converting the corpus once more as raw records for the raw read rows")
         convert(dataclasses.replace(base, out=raw_root, storage=StorageConfig(encoding="raw"), overwrite=True))
@@ -63,7 +69,7 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
                            f"encode {base.storage.encoding} q{base.storage.quality}; "
                            f"shard_size {', '.join(map(str, bench.shard_sizes))}; work units of {base.ray.unit_size}"}
     report = BenchReport(environment(bench.repeats), corpus, conversion, reads, opened, list(bench.workers),
-                         list(bench.shard_sizes), command, scale)
+                         list(bench.shard_sizes), command, scale, remote)
     if bench.json:
         path = os.path.abspath(bench.json)
         os.makedirs(os.path.dirname(path), exist_ok=True)
