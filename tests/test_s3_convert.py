@@ -218,3 +218,18 @@ def test_overwrite_and_the_owned_objects_rule_on_an_object_store(s3_tree, bucket
     with pytest.raises(ConfigError, match="holds 'mine.txt', which lmdbshard did not write"):
         convert(job(s3_tree, out, overwrite=True))
     assert objects.exists(join(out, "manifest.json")) and objects.exists(join(out, "mine.txt"))
+
+
+def test_a_dead_drivers_lock_object_from_this_host_is_taken_over(bucket):
+    import socket
+    out = join(bucket, "stale")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()   # a pid that no longer runs
+    objects.write_bytes(join(out, "convert.lock"), json.dumps(
+        {"host": socket.gethostname(), "pid": dead.pid, "started": 1.0, "pid_start": None, "token": "old"}).encode())
+    with OutputLock(out) as lock:
+        assert json.loads(objects.read_bytes(join(out, "convert.lock")))["token"] == lock.holder.token
+    objects.write_bytes(join(out, "convert.lock"), json.dumps(
+        {"host": "another-host", "pid": 1, "started": 1.0, "pid_start": None, "token": "other"}).encode())
+    with pytest.raises(OutputLockedError, match="locked by pid 1 on host another-host"):
+        OutputLock(out).acquire()

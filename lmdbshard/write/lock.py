@@ -36,7 +36,7 @@ from lmdbshard.storage.urls import is_url, join
 
 LOCK_NAME = "convert.lock"
 #: Object stores: seconds between writing the lock object and reading it back (see above).
-SETTLE_S = 1.5
+SETTLE_S = 1.0
 log = logging.getLogger("lmdbshard")
 
 
