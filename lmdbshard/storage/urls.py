@@ -78,7 +78,10 @@ def _make(scheme: str) -> Any:
     import pyarrow.fs as pafs
     if scheme == "gs":
         return pafs.GcsFileSystem(retry_time_limit=_retry_seconds())
-    options: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS)}
+    # allow_delayed_open: a write that fits one part (reports, plans, locks, most shards) is one PUT on
+    # close, not three requests of a multipart upload; larger ones still go in parts
+    options: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS),
+                               "allow_delayed_open": True}
     if _endpoint():
         options["endpoint_override"] = _endpoint()
     if _region():
