@@ -1,6 +1,6 @@
 """Where a conversion's output lives: a local folder or an object-store prefix, behind one interface.
 
-``OutputDir`` (resume.py) and the lock keep their logic once and call these few operations on paths
+``OutputDir`` (resume.py) and ownership.py keep their logic once and call these few operations on paths
 relative to the output root ('/' separators). ``LocalStore`` is the folder as before: files are
 published atomically (``*.partial``, fsync, rename, fsync of the folder). ``ObjectStore`` is an
 ``s3://`` or ``gs://`` prefix: a PUT makes an object appear whole or not at all, so a small file is
@@ -40,9 +40,6 @@ class LocalStore:
             return os.path.getsize(lmdb_data_file(self.path(rel)))
         except OSError:
             return None
-
-    def exists(self, rel: str = "") -> bool:
-        return os.path.exists(self.path(rel))
 
     def isdir(self, rel: str) -> bool:
         return os.path.isdir(self.path(rel))
@@ -95,11 +92,6 @@ class ObjectStore:
 
     def size(self, rel: str) -> Optional[int]:
         return objects.size(self.path(rel))
-
-    def exists(self, rel: str = "") -> bool:
-        if not rel:
-            return bool(objects.listdir(self.root))
-        return objects.exists(self.path(rel)) or self.isdir(rel)
 
     def isdir(self, rel: str) -> bool:
         return bool(objects.listdir(self.path(rel)))
