@@ -8,7 +8,7 @@ The same conversion (``bench.shard_sizes``' last size, all workers) runs into a 
 and into a fresh ``s3://`` prefix, interleaved, ``bench.repeats`` times; the median of each is
 compared (target: into s3:// at least 0.9x into a local folder).
 
-    python -m lmdbshard.benchmark.remote /path/to/imagefolder [work folder]   # this section alone
+    python -m lmdbshard.benchmark.remote /path/to/imagefolder [work folder] [repeats]   # this section alone
 """
 
 from __future__ import annotations
@@ -37,14 +37,30 @@ CONVERSION_TARGET = 0.9
 BUCKET = "lmdbshard-bench"
 
 
+@dataclass(frozen=True)
+class S3Server:
+    """The section's local S3 server: its endpoint and process."""
+
+    endpoint: str
+    pid: int
+
+    def cpu_s(self) -> float:
+        """CPU seconds the server has used so far (it shares this machine's cores with the conversion)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class RemoteConversion:
-    """Seconds per repeat of one conversion into a local folder and into s3:// (``skipped``: why not run)."""
+    """Seconds per repeat of one conversion into a local folder and into s3:// (``skipped``: why not run),
+    and the CPU seconds the local S3 server used during each s3:// conversion."""
 
     images: int = 0
     shards: int = 0
     local_s: list[float] = field(default_factory=list)
     s3_s: list[float] = field(default_factory=list)
+    server_cpu_s: list[float] = field(default_factory=list)
     skipped: Optional[str] = None
 
     def ratio(self) -> float:
@@ -56,7 +72,8 @@ class RemoteConversion:
         local, s3 = (self.images / statistics.median(s) for s in (self.local_s, self.s3_s))
         verdict = "PASS" if self.ratio() >= CONVERSION_TARGET else "MISS"
         return [f"conversion into a local folder ({self.shards} shards): {local:,.0f} images/s",
-                f"conversion into s3:// (local S3 server): {s3:,.0f} images/s",
+                f"conversion into s3:// (local S3 server): {s3:,.0f} images/s; the server used "
+                f"{statistics.median(self.server_cpu_s):.1f} CPU-s of this machine's cores per run",
                 f"s3:// vs local folder: {self.ratio():.2f}x (target >= {CONVERSION_TARGET}x): {verdict}"]
 
     def as_json(self) -> dict:
@@ -69,7 +86,7 @@ def moto_missing() -> Optional[str]:
 
 
 @contextlib.contextmanager
-def local_s3_server() -> Iterator[Optional[str]]:
+def local_s3_server() -> Iterator[Optional[S3Server]]:
     """A local S3 server for the section, its endpoint in the environment meanwhile; yields it (None when
     moto is missing). Enter it before Ray starts, so that Ray's workers inherit the endpoint."""
     if moto_missing():
@@ -89,7 +106,7 @@ def local_s3_server() -> Iterator[Optional[str]]:
             os.environ.pop(k, None)
         os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
                           AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
-        yield os.environ["AWS_ENDPOINT_URL"]
+        yield S3Server(os.environ["AWS_ENDPOINT_URL"], proc.pid)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -112,15 +129,15 @@ def _wait_for_port(port: int, proc: subprocess.Popen) -> None:
             time.sleep(0.1)
 
 
-def run_remote_conversion(base: ConvertConfig, work: str, repeats: int, endpoint: Optional[str]) -> RemoteConversion:
+def run_remote_conversion(base: ConvertConfig, work: str, repeats: int, server: Optional[S3Server]) -> RemoteConversion:
     """``base`` (source set, Ray up) into ``work/remote-local`` and into ``s3://lmdbshard-bench/...``,
-    interleaved, each into a fresh output; ``endpoint``: the server of ``local_s3_server``."""
-    if endpoint is None:
+    interleaved, each into a fresh output; ``server``: the one ``local_s3_server`` started."""
+    if server is None:
         return RemoteConversion(skipped=moto_missing())
     import pyarrow.fs as pafs
     from lmdbshard.storage import objects
     from lmdbshard.write.coordinator import convert
-    pafs.S3FileSystem(endpoint_override=endpoint, allow_bucket_creation=True).create_dir(BUCKET)
+    pafs.S3FileSystem(endpoint_override=server.endpoint, allow_bucket_creation=True).create_dir(BUCKET)
     found = RemoteConversion()
     local = os.path.join(os.path.abspath(work), "remote-local")
     log.info("bench: conversion into a local folder and into s3:// (a local S3 server), %d repeats", repeats)
@@ -128,9 +145,11 @@ def run_remote_conversion(base: ConvertConfig, work: str, repeats: int, endpoint
         shutil.rmtree(local, ignore_errors=True)
         url = f"s3://{BUCKET}/run-{uuid.uuid4().hex[:8]}"
         for out, times in ((local, found.local_s), (url, found.s3_s)):
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), server.cpu_s()
             result = convert(dataclasses.replace(base, out=out))
             times.append(time.perf_counter() - t)
+            if out == url:
+                found.server_cpu_s.append(server.cpu_s() - cpu)
             found.images, found.shards = result.images_written, result.shards
         objects.remove(url)
     shutil.rmtree(local, ignore_errors=True)
@@ -147,8 +166,8 @@ def main(argv: list[str]) -> int:
     root, work = argv[0], argv[1] if len(argv) > 1 else bench.work
     base = ConvertConfig(source=SourceConfig(root=os.path.abspath(root)), shard_size=bench.shard_sizes[-1],
                          transform=TransformConfig(resize_shorter=256), progress="none")
-    with local_s3_server() as endpoint, ray_session(RayConfig(num_cpus=max(bench.workers))):
-        found = run_remote_conversion(base, work, bench.repeats, endpoint)
+    with local_s3_server() as server, ray_session(RayConfig(num_cpus=max(bench.workers))):
+        found = run_remote_conversion(base, work, int(argv[2]) if len(argv) > 2 else bench.repeats, server)
     print("\n".join(found.conversion_rows()))
     return 0
 

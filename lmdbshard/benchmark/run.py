@@ -45,12 +45,12 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     base = dataclasses.replace(base, source=dataclasses.replace(base.source, root=root))
     top = max(bench.workers)
     # the local S3 server first: Ray's workers inherit its address
-    with local_s3_server() if bench.remote else contextlib.nullcontext() as endpoint, \
+    with local_s3_server() if bench.remote else contextlib.nullcontext() as server, \
             ray_session(RayConfig(num_cpus=top)) as startup_s:
         conversion = run_conversions(base, listing, work, bench.workers, bench.shard_sizes, bench.repeats,
                                      bench.folder2lmdb, startup_s)
         remote = run_remote_conversion(dataclasses.replace(base, shard_size=bench.shard_sizes[-1]), work,
-                                       bench.repeats, endpoint) if bench.remote else None
+                                       bench.repeats, server) if bench.remote else None
         raw_root = os.path.join(work, "read-raw")
         log.info("bench: converting the corpus once more as raw records for the raw read rows")
         convert(dataclasses.replace(base, out=raw_root, storage=StorageConfig(encoding="raw"), overwrite=True))
