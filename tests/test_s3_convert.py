@@ -6,6 +6,7 @@ entries and byte-identical shard files. Resume, the lock and bad input behave as
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -126,6 +127,9 @@ def test_a_bad_url_scheme_is_refused_before_any_work(tmp_path):
         convert(job(str(tmp_path), "http://example.com/out"))
     with pytest.raises(ConfigError, match="source.root 'ftp://host/x'.*does not read"):
         convert(job("ftp://host/x", str(tmp_path / "out")))
+    with pytest.raises(ConfigError, match="source.list_file 's3://b/list.txt' is a URL; it must be a local file"):
+        convert(dataclasses.replace(job("s3://b/x", str(tmp_path / "out")), source=SourceConfig(
+            kind="filelist", root="s3://b/x", list_file="s3://b/list.txt")))
     assert not os.path.exists(tmp_path / "out")
 
 

@@ -232,6 +232,9 @@ def _validate_source(src: SourceConfig) -> Optional[str]:
            f"source.extensions must be a non-empty list like ['.jpg', '.png'], got {src.extensions!r}")
     for key in ("labels_file", "synset_map", "list_file"):
         value = getattr(src, key)
+        _check(value is None or "://" not in value,
+               f"source.{key} {value!r} is a URL; it must be a local file (the driver reads it): copy it here "
+               f"and pass source.{key}=/path/to/file (source.root may be a URL)")
         _check(value is None or os.path.isfile(os.path.expanduser(value)),
                f"source.{key} {value!r} is not a file; pass source.{key}=/path/to/file")
     if src.kind == "python":
