@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lmdbshard.errors import FormatError
@@ -19,6 +20,9 @@ from lmdbshard.write.lock import LOCK_NAME
 from lmdbshard.write.report import ShardReport
 from lmdbshard.write.store import Store
 from lmdbshard.write.stored_listing import LISTING_NAME
+
+#: Concurrent reads of reports and objects when the output is on an object store.
+LOOKUP_THREADS = 16
 
 
 def report_filename(index: int) -> str:
@@ -66,13 +70,18 @@ def owned(store: Store, plan: Any = None) -> set[str]:
         own.add(report_rel(k))
         own.add(f"{SHARD_DIR}/{shard_filename(k)}")
         own.add(f"{SHARD_DIR}/{label_filename(shard_filename(k))}")
-        if report_filename(k) not in listed:
-            continue
+
+    def named(k: int) -> tuple[str | None, ...]:
         try:
-            report = load_report(store, k)
+            entry = load_report(store, k).entry
         except (OSError, FormatError):
-            continue
-        files.update(f for f in (report.entry.file, report.entry.label_file) if f)
+            return ()
+        return entry.file, entry.label_file
+
+    # an object store answers each read over the network: many at once
+    with ThreadPoolExecutor(max_workers=LOOKUP_THREADS if store.remote else 1) as pool:
+        for names in pool.map(named, sorted(k for k in indices if report_filename(k) in listed)):
+            files.update(f for f in names if f)
     return own | {posixpath.normpath(f.replace("\\", "/")) for f in files}
 
 

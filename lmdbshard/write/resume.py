@@ -40,7 +40,7 @@ from lmdbshard.write.stored_listing import LISTING_NAME, changes, load_listing, 
 from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT
 from lmdbshard.write.atomic import json_bytes
 from lmdbshard.write import ownership
-from lmdbshard.write.ownership import load_report, report_filename, report_rel
+from lmdbshard.write.ownership import LOOKUP_THREADS, load_report, report_filename, report_rel
 from lmdbshard.write.plan import Plan
 from lmdbshard.write.report import ReportSet, ShardReport
 from lmdbshard.write.store import output_store
@@ -52,8 +52,6 @@ __all__ = ["OutputDir", "PLAN_VERSION", "identity_hash", "report_filename"]
 
 #: ``plan.json``'s ``format_version``. 2: the listing is in ``listing.npz``; 1 (before): inline ``sources``.
 PLAN_VERSION = 2
-#: Concurrent look-ups of reports and objects when the output is on an object store.
-LOOKUP_THREADS = 16
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
