@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import io
+import hashlib
 import json
 import os
 import shutil
@@ -116,9 +117,18 @@ def test_masks_go_to_a_dual_lmdb_with_identical_keys(ray_local, tmp_path, Datum)
             d = Datum()
             d.ParseFromString(value)
             assert d.channels == 1 and len(d.data) == d.height * d.width and not d.HasField("label")
+        for k, digest in (("file", "file_sha256"), ("label_file", "label_file_sha256")):   # of each data.mdb
+            with open(os.path.join(out, shard[k], "data.mdb"), "rb") as f:
+                assert shard[digest] == hashlib.sha256(f.read()).hexdigest()
     assert verify(out).ok
     result = convert(cfg)                                 # a rerun keeps every shard: both files checked
     assert result.shards_reused == len(m["shards"]) and result.shards_built == 0
+    with open(os.path.join(out, m["shards"][1]["label_file"], "data.mdb"), "r+b") as f:
+        f.seek(-100, os.SEEK_END)                         # one byte of the companion changed, same size
+        byte = f.read(1)
+        f.seek(-100, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert convert(cfg).shards_built == 1                  # its file checksum sends the shard back
     shutil.rmtree(os.path.join(out, m["shards"][0]["label_file"]))
     assert [p.shard for p in verify(out).problems] == [0]
     assert convert(cfg).shards_built == 1                  # a missing companion is rebuilt with its shard

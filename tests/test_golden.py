@@ -8,6 +8,7 @@ by ``MASKS``; a change to the format shows up here as a diff to review (and a fo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -41,6 +42,8 @@ MASKS = {
                                 lambda v: isinstance(v, str) and len(v) == 64),
     ("config",): _mask("the job's configuration, informational", lambda v: isinstance(v, dict) and "source" in v),
     ("shards", "*", "bytes"): _mask("file size: depends on the lmdb version", _positive),
+    ("shards", "*", "file_sha256"): _mask("sha256 of the file: depends on the lmdb version",
+                                          lambda v: isinstance(v, str) and len(v) == 64),
     ("errors", "*", "reason"): _mask("Pillow's words", lambda v: isinstance(v, str) and v),
     ("stats", "stage_seconds", "*"): _mask("seconds", lambda v: isinstance(v, (int, float)) and v >= 0),
     ("stats", "stage_shares"): _mask("shares of the stage time", lambda v: isinstance(v, dict)),
@@ -89,6 +92,9 @@ def golden_manifest(tmp_path) -> dict:
     m = load_manifest(out)                     # the exact names come back from their bytes
     assert m.classes == ["cat", os.fsdecode(b"\xe9t\xe9")]
     assert [os.fsencode(e.path) for e in m.errors] == [b"\xe9t\xe9/caf\xe9.png"]
+    for e in m.shards:                         # file_sha256 is the file's own digest
+        with open(m.shard_path(e), "rb") as f:
+            assert e.file_sha256 == hashlib.sha256(f.read()).hexdigest()
     return masked(json.loads(text))
 
 

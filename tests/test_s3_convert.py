@@ -237,3 +237,17 @@ def test_a_dead_drivers_lock_object_from_this_host_is_taken_over(bucket):
         {"host": "another-host", "pid": 1, "started": 1.0, "pid_start": None, "token": "other"}).encode())
     with pytest.raises(OutputLockedError, match="locked by pid 1 on host another-host"):
         OutputLock(out).acquire()
+
+
+def test_a_shard_object_with_changed_bytes_fails_its_hash_and_is_rebuilt(s3_tree, bucket):
+    out = join(bucket, "out")
+    convert(job(s3_tree, out))
+    url = join(out, "shards/shard-000003.lmdb")
+    good = objects.read_bytes(url)
+    objects.write_bytes(url, good[:-1] + bytes([good[-1] ^ 1]))   # same size, one bit off
+    kept = convert(job(s3_tree, out, resume_check="size"))   # the size alone cannot tell
+    assert (kept.shards_built, kept.shards_reused) == (0, 5)
+    result = convert(job(s3_tree, out))
+    assert (result.shards_built, result.shards_reused) == (1, 4)
+    assert objects.read_bytes(url) == good
+    assert all(e.get("file_sha256") for e in manifest(out)["shards"])

@@ -112,6 +112,20 @@ def test_filelist_as_caffe_convert_imageset_reads_it(ray_local, tmp_path):
         np.testing.assert_array_equal(ds[i][0], reference_rgb(str(root / rel), 20))
 
 
+def test_a_long_filelist_is_listed_compactly_with_every_line_in_order(tmp_path):
+    """More lines than one batch of the compact table (65,536): the listing holds each line's path and
+    label in file order, and its digest is the one of the same lines given as Python lists."""
+    from lmdbshard.write.listing import Listing, PathTable
+    lines = [(f"d{i % 7}/img {i}.jpg", i % 11) for i in range(70_001)]
+    (tmp_path / "big.txt").write_text("".join(f"{p} {lbl}\n" for p, lbl in lines))
+    listing = list_source(SourceConfig(kind="filelist", root=str(tmp_path), list_file=str(tmp_path / "big.txt")))
+    assert isinstance(listing.paths, PathTable) and listing.labels.dtype == np.int32
+    assert list(listing.paths) == [p for p, _ in lines] and listing.labels.tolist() == [lbl for _, lbl in lines]
+    assert listing.classes == [str(k) for k in range(11)]
+    same = Listing(str(tmp_path), listing.classes, [p for p, _ in lines], [lbl for _, lbl in lines], kind="filelist")
+    assert listing.digest() == same.digest()
+
+
 def test_paired_masks_follow_the_geometry_nearest_neighbour(ray_local, tmp_path):
     root = tmp_path / "seg"
     masks = {}

@@ -38,12 +38,20 @@ class ShardEntry:
     label_file: Optional[str] = None    # the dual LMDB of Datum mode with masks: same keys
     label_bytes: int = 0
     label_sha256: Optional[str] = None
+    # SHA-256 of the published data file's bytes (filehash.py); None in manifests and reports of
+    # earlier versions, which lack the key
+    file_sha256: Optional[str] = None
+    label_file_sha256: Optional[str] = None
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"index": self.index, "file": self.file, "first_key": self.first_key,
                              "count": self.count, "bytes": self.bytes, "sha256": self.sha256}
+        if self.file_sha256:
+            d["file_sha256"] = self.file_sha256
         if self.label_file:
             d.update(label_file=self.label_file, label_bytes=self.label_bytes, label_sha256=self.label_sha256)
+            if self.label_file_sha256:
+                d["label_file_sha256"] = self.label_file_sha256
         return d
 
     @classmethod
@@ -52,7 +60,16 @@ class ShardEntry:
         return cls(d.count("index"), d.get("file", str), d.count("first_key"), d.count("count"),
                    d.count("bytes"), d.get("sha256", str), label_file,
                    d.count("label_bytes") if label_file else 0,
-                   d.get("label_sha256", str) if label_file else None)
+                   d.get("label_sha256", str) if label_file else None,
+                   _hex_digest(d, "file_sha256"), _hex_digest(d, "label_file_sha256") if label_file else None)
+
+
+def _hex_digest(d: Fields, key: str) -> Optional[str]:
+    """An optional SHA-256 key: absent (None), or 64 lowercase hex digits."""
+    value = d.opt(key, str)
+    if value is not None and (len(value) != 64 or value.strip("0123456789abcdef")):
+        d.fail(f"{key} must be 64 lowercase hex digits, got {value!r:.70}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,9 @@
 One function, ``check_shard``, serves both ``lmdbshard verify`` (every shard of a
 finished dataset, every record decoded) and the resume path (each complete shard
 of an interrupted job, checksum only), so a shard is "complete" by one definition.
+Where the entry has a ``file_sha256`` (docs/FORMAT.md §6), the file's size and bytes are
+checked first, with one sequential read; the resume check stops there (``walk=False``),
+and only entries without it (written by earlier versions) have their records walked.
 Checks run on threads: hashing and decoding release the GIL.
 """
 
@@ -19,6 +22,7 @@ from lmdbshard.read.decode import decode_field
 from lmdbshard.read.envs import reading
 from lmdbshard.errors import FormatError, ShardError
 from lmdbshard.format.datum import datum_array, decode_datum
+from lmdbshard.format.filehash import hash_file
 from lmdbshard.format.record import RecordHasher, encode_key, lmdb_data_file, record_crc, unpack_record
 from lmdbshard.format.manifest import RECORD_FORMAT, ShardEntry, load_manifest
 
@@ -35,17 +39,22 @@ class ShardExpectation:
     count: int
     sha256: str
     record_format: str = RECORD_FORMAT   # "caffe_datum": every value is a Datum, without a record CRC
+    file_bytes: int = -1                 # the data file's size; -1: not known
+    file_sha256: Optional[str] = None    # SHA-256 of the data file's bytes; None: not recorded
+    walk: bool = True                    # False: a matching file_sha256 is enough, skip the record walk
 
 
-def expectations(root: str, entries: Iterable[ShardEntry], record_format: str
+def expectations(root: str, entries: Iterable[ShardEntry], record_format: str, walk: bool = True
                  ) -> tuple[list[ShardExpectation], list[ShardExpectation]]:
     """What each shard entry promises: (its LMDB files, the dual label LMDBs of Datum mode: same keys,
-    their own checksums). The one place that turns manifest entries (or reports) into checks."""
+    their own checksums). The one place that turns manifest entries (or reports) into checks.
+    ``walk=False``: entries with a ``file_sha256`` are checked by their file's bytes alone."""
     entries = list(entries)
-    shards = [ShardExpectation(s.index, os.path.join(root, s.file), s.first_key, s.count, s.sha256, record_format)
-              for s in entries]
+    shards = [ShardExpectation(s.index, os.path.join(root, s.file), s.first_key, s.count, s.sha256, record_format,
+                               s.bytes, s.file_sha256, walk) for s in entries]
     labels = [ShardExpectation(s.index, os.path.join(root, s.label_file), s.first_key, s.count,
-                               s.label_sha256 or "", record_format) for s in entries if s.label_file]
+                               s.label_sha256 or "", record_format, s.label_bytes, s.label_file_sha256, walk)
+              for s in entries if s.label_file]
     return shards, labels
 
 
@@ -89,6 +98,11 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
     if not os.path.isfile(lmdb_data_file(exp.path)):
         problem(None, f"file {lmdb_data_file(exp.path)} is missing")
         return 0, problems
+    changed = _file_problem(exp) if exp.file_sha256 else None
+    if exp.file_sha256 and not exp.walk:   # the file is the one published, or it is not: enough for a resume
+        if changed:
+            problem(None, changed)
+        return (0 if changed else exp.count), problems
     hasher = RecordHasher()
     n = 0
     key = None
@@ -108,17 +122,34 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
                     problem(key, problem_text)
     except (ShardError, OSError) as exc:   # the file is damaged, or went away
         problem(None, str(exc))
-        return n, problems
     except lmdb.Error as exc:
         after = f" after key {bytes(key).decode('ascii', 'replace')}" if key is not None else ""
         problem(None, f"LMDB error{after}: {exc}")
-        return n, problems
-    if n != exp.count:
-        problem(None, f"holds {n} records, expected {exp.count}")
-    if hasher.hexdigest() != exp.sha256:
-        problem(None, f"records checksum {hasher.hexdigest()[:16]}... differs from the recorded "
-                      f"{exp.sha256[:16]}...")
+    else:
+        if n != exp.count:
+            problem(None, f"holds {n} records, expected {exp.count}")
+        if hasher.hexdigest() != exp.sha256:
+            problem(None, f"records checksum {hasher.hexdigest()[:16]}... differs from the recorded "
+                          f"{exp.sha256[:16]}...")
+    if changed:   # after what the walk found, which says where
+        problem(None, changed)
     return n, problems
+
+
+def _file_problem(exp: ShardExpectation) -> Optional[str]:
+    """Why the data file is not the one published, or None: its size, then its bytes' SHA-256."""
+    path = lmdb_data_file(exp.path)
+    try:
+        size = os.path.getsize(path)
+        if exp.file_bytes >= 0 and size != exp.file_bytes:
+            return f"file {path} has {size} bytes, expected {exp.file_bytes}"
+        digest = hash_file(path)
+    except OSError as exc:
+        return f"cannot read {path}: {exc}"
+    if digest != exp.file_sha256:
+        return (f"file checksum {digest[:16]}... differs from the recorded {exp.file_sha256[:16]}...: "
+                "its bytes changed on disk")
+    return None
 
 
 def _check_record(value: memoryview, decode: bool) -> Optional[str]:

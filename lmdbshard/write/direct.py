@@ -14,6 +14,7 @@ from typing import Iterable, Optional, Sequence
 import lmdb
 
 from lmdbshard import __version__
+from lmdbshard.format.filehash import hash_file
 from lmdbshard.format.manifest import DatasetFacts, ShardEntry, build_manifest
 from lmdbshard.format.record import (MANIFEST_NAME, NO_LABEL, SHARD_DIR, Field, RecordHasher, encode_key,
                                      pack_record, shard_filename)
@@ -87,4 +88,5 @@ def _write_shard(root: str, rel: str, index: int, first_key: int, values: list[b
                 hasher.update(key, value)
     finally:
         env.close()
-    return ShardEntry(index, rel, first_key, len(values), os.path.getsize(path), hasher.hexdigest())
+    return ShardEntry(index, rel, first_key, len(values), os.path.getsize(path), hasher.hexdigest(),
+                      file_sha256=hash_file(path))

@@ -2,25 +2,20 @@
 
 Locally a rerun opens each kept shard with LMDB (read/verify.py). An object store cannot be mapped,
 so there the check streams each shard object in large ranged reads (``objects.chunks``) and
-compares the sha256 of its bytes with the report's ``file_sha256``, several objects at once.
+compares the sha256 of its bytes with the report's ``file_sha256``, several objects at once; both
+``resume_check=checksum`` and ``full`` do this (decoding would need the whole shard downloaded).
+A report without ``file_sha256`` (written before it was recorded) is checked by size only.
 """
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
+from lmdbshard.format.filehash import hash_chunks
 from lmdbshard.format.manifest import ShardEntry
 from lmdbshard.read.verify import Problem
 from lmdbshard.storage import objects
-
-
-def object_sha256(url: str) -> str:
-    h = hashlib.sha256()
-    for chunk in objects.chunks(url):
-        h.update(chunk)
-    return h.hexdigest()
 
 
 def check_objects(store, entries: Iterable[ShardEntry], threads: int) -> list[Problem]:
@@ -29,12 +24,11 @@ def check_objects(store, entries: Iterable[ShardEntry], threads: int) -> list[Pr
 
     def check(entry: ShardEntry) -> list[Problem]:
         found = []
-        for rel, want in ((entry.file, getattr(entry, "file_sha256", None)),
-                          (entry.label_file, getattr(entry, "label_file_sha256", None))):
+        for rel, want in ((entry.file, entry.file_sha256), (entry.label_file, entry.label_file_sha256)):
             if not rel or not want:
                 continue
             try:
-                got = object_sha256(store.path(rel))
+                got = hash_chunks(objects.chunks(store.path(rel)))
             except OSError as exc:
                 found.append(Problem(entry.index, None, f"{rel} cannot be read: {exc}"))
                 continue

@@ -221,9 +221,9 @@ class OutputDir:
         """Reports of the shards a rerun may keep, and why others are redone.
 
         A shard is kept when its report names this plan and its file is there and, unless ``check`` is
-        ``size``, it passes ``verify.check_shard`` (``full`` also decodes every record).
-        Shards in ``rebuild`` are never kept. ``checker`` runs the checks (``verify.check_shards``'s
-        signature): driver threads by default, Ray tasks over the cluster from the coordinator.
+        ``size``, it passes ``verify.check_shard``: ``checksum`` hashes the file against the report's
+        ``file_sha256`` (walks the records if an older report lacks it); ``full`` decodes every record.
+        Never shards in ``rebuild``. ``checker`` (``verify.check_shards``'s signature): driver threads, or Ray.
         """
         rebuild = set(rebuild)
         digest = plan.digest()
@@ -239,14 +239,16 @@ class OutputDir:
         with ThreadPoolExecutor(max_workers=LOOKUP_THREADS if self.store.remote else 1) as pool:
             found = {k: r for k, r in zip(range(plan.num_shards), pool.map(saved, range(plan.num_shards))) if r}
         notes = [f"shard {k} is rebuilt on request (rebuild=...)" for k in sorted(rebuild)]
+        problems = []
         if check != "size" and found and self.store.remote:
             problems = check_objects(self.store, [r.entry for r in found.values()], LOOKUP_THREADS)
         elif check != "size" and found:
-            shards, labels = expectations(self.root, [r.entry for r in found.values()], record_format)
+            entries = [r.entry for r in found.values()]
+            shards, labels = expectations(self.root, entries, record_format, walk=check == "full")
             _, problems = checker(shards + labels, decode=check == "full")
-            for p in problems:
-                if found.pop(p.shard, None) is not None:
-                    notes.append(f"shard {p.shard} failed its {check} check and is rebuilt: {p.message}")
+        for p in problems:
+            if found.pop(p.shard, None) is not None:
+                notes.append(f"shard {p.shard} failed its {check} check and is rebuilt: {p.message}")
         kept = ReportSet()
         for report in found.values():
             kept.add(report)

@@ -35,7 +35,7 @@ from lmdbshard.write.pipeline import process
 from lmdbshard.write.plan import Plan, sources_and_rounds
 from lmdbshard.write.reading import prefetched
 from lmdbshard.write.report import ShardReport
-from lmdbshard.format.manifest import ShardEntry, Skipped
+from lmdbshard.format.manifest import Skipped
 from lmdbshard.write.sources.python import PythonSource
 
 STAGES = ("read", "decode", "transform", "augment", "encode", "write")
@@ -233,14 +233,12 @@ def write_units(task: ShardTask, opts: WriteOptions, units: Iterable[UnitResult]
         if expected != planned:
             raise ShardError(f"shard {task.index}: units covered {expected} of {planned} items")
         t = time.perf_counter()
-        rel, size, label_rel, label_size = output.publish(opts.out)
+        entry = output.publish(opts.out)
         seconds["write"] += time.perf_counter() - t
     finally:
         if output is not None:
             output.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    entry = ShardEntry(task.index, rel, task.first_key, output.count, size, output.hashers[0].hexdigest(),
-                       label_rel, label_size, output.hashers[1].hexdigest() if label_rel else None)
     return ShardReport(entry, planned, errors, {k: round(v, 6) for k, v in seconds.items()},
                        passthrough, masks, dict(sorted(counts.items())))
 

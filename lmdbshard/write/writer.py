@@ -5,7 +5,9 @@
 next to the output as ``*.partial``, fsyncs it and renames it into place: a crash at any point
 leaves no file under the final name. In Caffe Datum mode each LMDB is published as an environment
 directory holding ``data.mdb`` (what Caffe and DALI's caffe reader open), the same way: the copy
-goes into a ``*.partial`` directory, which is fsynced and renamed. A full disk becomes one
+goes into a ``*.partial`` directory, which is fsynced and renamed. Each published data file is then
+hashed whole (``file_sha256``, read back from page cache), so that a resume check is one sequential
+read of the file (docs/FORMAT.md §6). A full disk becomes one
 ``DiskFullError`` line naming the shard, the space it needs and the space free.
 """
 
@@ -25,6 +27,8 @@ import lmdb
 from lmdbshard.write.atomic import disk_full_message, free_bytes, is_disk_full, publishing, publishing_dir
 from lmdbshard.format.datum import label_filename
 from lmdbshard.errors import DiskFullError, ShardError
+from lmdbshard.format.filehash import hash_file
+from lmdbshard.format.manifest import ShardEntry
 from lmdbshard.storage import objects
 from lmdbshard.storage.urls import filesystem, is_url, join
 from lmdbshard.format.record import LMDB_DATA_FILE, SHARD_DIR, RecordHasher, encode_key, shard_filename
@@ -79,9 +83,9 @@ class ShardBuilder:
     def used_bytes(self) -> int:
         return (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
 
-    def publish(self, final: str, directory: bool = False) -> int:
-        """Compact-copy to a ``*.partial`` beside ``final``, fsync, rename into place; returns the data size.
-        ``directory``: publish ``final`` as an environment directory holding ``data.mdb``."""
+    def publish(self, final: str, directory: bool = False) -> tuple[int, str]:
+        """Compact-copy to a ``*.partial`` beside ``final``, fsync, rename into place; returns the data file's
+        size and SHA-256. ``directory``: publish ``final`` as an environment directory holding ``data.mdb``."""
         folder = os.path.dirname(final)
         os.makedirs(folder, exist_ok=True)
         try:
@@ -90,7 +94,8 @@ class ShardBuilder:
                 self.env.copyfd(fd, compact=True)
         except (lmdb.Error, OSError) as exc:
             raise _storage_error(exc, self.index, f"copying it to {final}", folder, self.used_bytes(), "") from exc
-        return os.path.getsize(os.path.join(final, LMDB_DATA_FILE) if directory else final)
+        data = os.path.join(final, LMDB_DATA_FILE) if directory else final
+        return os.path.getsize(data), hash_file(data)   # the bytes just written: still in page cache
 
     def close(self) -> None:
         self.env.close()
@@ -144,24 +149,27 @@ class ShardOutput:
                 batch.clear()
         self.batch_bytes = 0
 
-    def publish(self, out: str) -> tuple[str, int, Optional[str], int]:
-        """(file, bytes, label file or None, its bytes), relative to ``out``. An object-store ``out``
-        (a URL): the files are published into a folder on scratch, the same bytes as in a local ``out``,
-        then each is uploaded whole (the SDK sends a large one in parts; the object appears complete
-        or not at all). The driver's report, written after this returns, marks the shard complete."""
+    def publish(self, out: str) -> ShardEntry:
+        """Publish the file(s) under ``out``; returns the shard's manifest entry (paths relative to ``out``).
+        An object-store ``out`` (a URL): the files are published into a folder on scratch, the same bytes
+        as in a local ``out``, then each is uploaded whole (the SDK sends a large one in parts; the object
+        appears complete or not at all). The driver's report, written after this returns, marks the
+        shard complete."""
         self.flush()
         local = os.path.join(self.scratch, "published") if is_url(out) else out
         rel = f"{SHARD_DIR}/{shard_filename(self.index)}"
-        label_rel, label_size = None, 0
+        label_rel, label_size, label_file_sha = None, 0, None
         if self.labels is not None:   # the companion first: the main file's presence marks the shard done
             label_rel = f"{SHARD_DIR}/{label_filename(shard_filename(self.index))}"
-            label_size = self.labels.publish(os.path.join(local, label_rel), self.directories)
-        size = self.main.publish(os.path.join(local, rel), self.directories)
+            label_size, label_file_sha = self.labels.publish(os.path.join(local, label_rel), self.directories)
+        size, file_sha = self.main.publish(os.path.join(local, rel), self.directories)
         if local != out:
             for name in filter(None, (label_rel, rel)):
                 objects.upload(os.path.join(local, name), join(out, name))
                 os.remove(os.path.join(local, name))
-        return rel, size, label_rel, label_size
+        return ShardEntry(self.index, rel, self.first_key, self.count, size, self.hashers[0].hexdigest(),
+                          label_rel, label_size, self.hashers[1].hexdigest() if label_rel else None,
+                          file_sha, label_file_sha)
 
     def close(self) -> None:
         for builder in (self.main, self.labels):
