@@ -23,7 +23,7 @@ from lmdbshard.write.resume import OutputDir
 from pydatasets import pixels
 
 __all__ = ["CLASSES", "Tree", "make_tree", "job", "copytree", "assert_exactly_once", "pixels",
-           "reference_rgb", "stored_items", "sources"]
+           "reference_rgb", "stored_items", "sources", "upload_tree"]
 
 CLASSES = ["cat", "dog", "zebra"]
 
@@ -64,6 +64,17 @@ def job(src: str, out: str, **kw) -> ConvertConfig:
     ray = kw.pop("ray", RayConfig(max_in_flight=4))
     return ConvertConfig(source=SourceConfig(root=src), out=out, transform=transform, storage=storage,
                          ray=ray, progress="none", **{"shard_size": 5, **kw})
+
+
+def upload_tree(local: str, url: str) -> str:
+    """Every file under ``local`` to ``url``/<same relative path>: the layout a conversion into a URL makes."""
+    from lmdbshard.storage import objects
+    from lmdbshard.storage.urls import join
+    for folder, _, files in os.walk(local):
+        for name in files:
+            path = os.path.join(folder, name)
+            objects.upload(path, join(url, *os.path.relpath(path, local).split(os.sep)))
+    return url
 
 
 def copytree(src: str, dst: str) -> str:

@@ -10,8 +10,9 @@ How a document's blocks are run:
   examples name (``DATASET_PLACEHOLDERS``: "/data/in1k-train", "/data/in1k-train-more",
   "/data/extra", "out/demo") become the dataset converted here; "/data/my-images" the image folder
   it was converted from; "/data/scratch" a fresh folder; "/shared/ray-results" (Ray Train's
-  storage) a folder in the working folder. Any other quoted "/data/..." or "/shared/..." path
-  fails the test: add it to ``substitute``.
+  storage) a folder in the working folder; "s3://my-bucket/in1k-train" a copy of the dataset
+  uploaded to the local S3 server (read through a cache in the test's folder). Any other quoted
+  "/data/..." or "/shared/..." path fails the test: add it to ``substitute``.
 - Sizes are shrunk so that the examples finish in seconds (``SHRINK``): 90 epochs become 2, 8
   DataLoader workers 2, batches of 256 batches of 4, a checkpoint every 1000 batches one every 5,
   and Ray Train runs one epoch on one CPU worker instead of eight GPU workers. A rule that no
@@ -45,7 +46,7 @@ import pytest
 
 from lmdbshard import ShardedDataset, TransformConfig, convert
 
-from helpers import copytree, job, make_tree
+from helpers import copytree, job, make_tree, upload_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_ELSEWHERE = {"docs/CAFFE_DALI.md": "tests/test_dali.py, with DALI's reader on Datum output (make test DALI=1)"}
@@ -53,6 +54,7 @@ ALL_DOCS = ["README.md"] + sorted(os.path.relpath(p, REPO) for p in glob.glob(os
 DOCS = [doc for doc in ALL_DOCS if doc not in RUN_ELSEWHERE]
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->")
 DATASET_PLACEHOLDERS = ("/data/in1k-train", "/data/in1k-train-more", "/data/extra", "out/demo")
+REMOTE_PLACEHOLDER = "s3://my-bucket/in1k-train"
 OPTIONAL = re.compile(r"^\s*(?:import|from)\s+(torch|nvidia\.dali)\b", re.M)   # skip the document without it
 SHRINK = [   # (pattern, replacement): applied in this order to every block
     (r"ScalingConfig\(num_workers=8, use_gpu=True\)", "ScalingConfig(num_workers=1, use_gpu=False)"),
@@ -95,6 +97,7 @@ class Paths:
     dataset: str
     images: str
     scratch: str
+    remote: str = REMOTE_PLACEHOLDER   # the URL of an uploaded copy, where a document reads one
 
 
 def substitute(code: str, paths: Paths, where: str) -> str:
@@ -111,6 +114,7 @@ def substitute(code: str, paths: Paths, where: str) -> str:
         return m.group(0)
 
     code = re.sub(r"""(["'])(/data/[^"']*|/shared/[^"']*|out/demo)\1""", replace, code)
+    code = code.replace(f'"{REMOTE_PLACEHOLDER}"', f'"{paths.remote}"')
     for pattern, replacement in SHRINK:
         code = re.sub(pattern, replacement, code)
     return code
@@ -178,8 +182,11 @@ def check_readme(ns: dict, paths: Paths, original: Paths) -> None:
     assert len(ns["ds"]) == 21 and ns["img"].dtype == np.uint8 and ns["img"].ndim == 3
     assert ns["images"].shape[1:] == (3, 224, 224) and str(ns["images"].dtype) == "torch.uint8"
     assert 0.0 <= float(ns["x"].min()) and float(ns["x"].max()) <= 1.0
-    seen = sum(len(labels) for _, labels in ns["loader"])
+    seen = sum(len(labels) for _, labels in ns["loader"])   # the last loader: over the remote copy
     assert seen == 21 - 21 % 4   # drop_last: every full batch of the dataset
+    local = ShardedDataset(original.dataset, decode=False)
+    remote = ShardedDataset(paths.remote, decode=False)   # the uploaded copy, through the same cache
+    assert [bytes(remote[i][0]) for i in range(21)] == [bytes(local[i][0]) for i in range(21)]
 
 
 def check_converting(ns: dict, paths: Paths, original: Paths) -> None:
@@ -215,7 +222,7 @@ CHECKS = {"README.md": check_readme, "docs/CONVERTING.md": check_converting,
 
 
 @pytest.mark.parametrize("doc", [doc for doc in DOCS if blocks(doc)])
-def test_examples_run(doc, paths, ray_local, tmp_path, monkeypatch):
+def test_examples_run(doc, paths, ray_local, tmp_path, monkeypatch, request):
     found = blocks(doc)
     runnable = [b for b in found if not b.skip]
     if not runnable:
@@ -229,6 +236,9 @@ def test_examples_run(doc, paths, ray_local, tmp_path, monkeypatch):
     # each document reads its own copy: py-lmdb refuses to open a file twice in one process, and FORMAT.md's
     # reader opens the shards with plain lmdb.open while earlier documents' datasets may hold them open
     original, paths = paths, Paths(copytree(paths.dataset, str(tmp_path / "dataset")), paths.images, paths.scratch)
+    if any(REMOTE_PLACEHOLDER in b.code for b in runnable):   # a copy on the local S3 server, read through a cache here
+        paths.remote = upload_tree(original.dataset, f"{request.getfixturevalue('bucket')}/in1k-train")
+        monkeypatch.setenv("LMDBSHARD_CACHE", str(tmp_path / "cache"))
     ns = format_namespace(paths) if doc == "docs/FORMAT.md" else {}
     ns["__name__"] = "__main__"   # as in a script: Ray pickles functions defined here by value
     try:

@@ -1,7 +1,8 @@
 """The index manifest: the commit record of a conversion, and the only file a reader must open.
 
 Written last, atomically (temp file, fsync, rename, fsync of the directory), and only
-when every planned shard is complete. ``load_manifest`` checks every key a reader
+when every planned shard is complete. ``load_manifest`` reads it from a folder and
+``parse_manifest`` checks the document (read from anywhere): every key a reader
 relies on and refuses a malformed file with one ``FormatError`` line naming the file
 and the problem; it also refuses a newer format version and any shard path that
 escapes the dataset root.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -192,13 +194,31 @@ def load_manifest(root: str) -> Manifest:
     """Read and check ``root``/manifest.json. Cost: one small file, O(number of shards)."""
     path = os.path.join(root, MANIFEST_NAME)
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found: {root!r} is not a complete lmdbshard dataset "
                                 "(convert into it first, or rerun an interrupted conversion)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path} is not valid JSON ({exc}); rerun the conversion to rewrite it") from None
+    m = parse_manifest(raw, root, path)
+    real_root = os.path.realpath(root)
+    for entry in m.shards:   # the files as they are on disk: a symbolic link must not lead out either
+        for file in filter(None, (entry.file, entry.label_file)):
+            target = os.path.realpath(os.path.join(root, file))
+            if os.path.commonpath([real_root, target]) != real_root:
+                raise FormatError(f"{path}: shard file {file!r} escapes the dataset root; refusing to read it")
+    return m
+
+
+def parse_manifest(raw: bytes | dict, root: str, path: str) -> Manifest:
+    """Check the manifest document ``raw`` (its bytes, or the parsed JSON) of the dataset at ``root``;
+    ``path`` names it in errors. Refuses a shard file whose name leads out of ``root``."""
+    if isinstance(raw, dict):
+        data: Any = raw
+    else:
+        try:
+            data = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise FormatError(f"{path} is not valid JSON ({exc}); rerun the conversion to rewrite it") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise FormatError(f"{path} is not an lmdbshard manifest (no \"format\": \"{FORMAT_NAME}\")")
     doc = Fields(data, path)
@@ -216,11 +236,10 @@ def load_manifest(root: str) -> Manifest:
     shards = [ShardEntry.from_json(s) for s in doc.objects("shards")]
     errors = [Skipped.from_json(e) for e in doc.objects("errors", optional=True)]
     _check_consistent(doc, classes, shards)
-    real_root = os.path.realpath(root)
     for entry in shards:
         for file in filter(None, (entry.file, entry.label_file)):
-            target = os.path.realpath(os.path.join(root, file))
-            if os.path.isabs(file) or os.path.commonpath([real_root, target]) != real_root:
+            normal = posixpath.normpath(file.replace(os.sep, "/"))
+            if os.path.isabs(file) or posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
                 raise FormatError(f"{path}: shard file {file!r} escapes the dataset root; refusing to read it")
     return Manifest(root, version, classes, doc.count("num_samples"), shards, data, errors)
 

@@ -1,10 +1,10 @@
 """``ShardedDataset``: every shard of one or more outputs as one indexable dataset.
 
-Opening reads the manifests and nothing else (O(shards)). Each process opens a
-shard's LMDB lazily through the per-process registry in ``envs.py`` (read-only,
-no lock file, one long-lived zero-copy read transaction per shard), and never
-uses an environment across ``fork``. Pickling carries paths, counts and the small
-per-root label maps only, never keys.
+Opening reads the manifests and nothing else (O(shards)); a root may be a URL, whose shards
+are downloaded into a local cache on first use (``roots.py``, ``cache.py``). Each process opens
+a shard's LMDB lazily through the per-process registry in ``envs.py`` (read-only, no lock file,
+one long-lived zero-copy read transaction per shard), and never uses an environment across
+``fork``. Pickling carries paths, counts and the small per-root label maps only, never keys.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import operator
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import islice
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -20,27 +20,15 @@ import lmdb
 
 from lmdbshard.errors import FormatError, ShardError
 from lmdbshard.format.datum import datum_record
-from lmdbshard.format.manifest import DATUM_FORMAT, load_manifest
 from lmdbshard.format.record import KEY_FORMAT, encode_key, unpack_record
 from lmdbshard.read import envs
 from lmdbshard.read.classes import combine_classes
 from lmdbshard.read.envs import registry
+from lmdbshard.read.cache import ShardCache
+from lmdbshard.read.roots import ShardRef, cumulative_counts, load_root, shard_refs
 from lmdbshard.read.selection import FieldSelection
 
 PathLike = str | os.PathLike
-
-
-@dataclass(frozen=True, slots=True)
-class ShardRef:
-    """One non-empty shard as a dataset reads it: where its LMDB is, its keys, how to read its values."""
-
-    path: str                         # the LMDB: a file, or a directory holding data.mdb (Caffe Datum mode)
-    first_key: int                    # keys first_key .. first_key+count-1, dense
-    count: int
-    bytes: int                        # of its LMDB data file, as the manifest records it
-    label_map: int = 0                # its labels go through the dataset's label_maps[label_map] (one per root)
-    datum: bool = False               # values are Caffe Datums (record_format caffe_datum)
-    companion: Optional[str] = None   # the dual LMDB holding Datum masks under the same keys
 
 
 class ShardedDataset:
@@ -61,15 +49,23 @@ class ShardedDataset:
 
     Several roots read as one dataset must share their class list, or say how to combine
     labels: ``classes="merge"``, ``classes=[names]`` or ``label_offsets=[...]`` (see ``classes.py``).
+
+    A root may be a URL (``s3://bucket/prefix``): a shard is downloaded whole into ``cache_dir`` when first
+    read (``cache.py``). With ``cache_limit`` (bytes, or ``"50GB"``) and ``copy=True``, only the ``OPEN_REMOTE``
+    last opened remote shards stay open (none after ``read_shard``), so that the cache may evict the others.
     """
+
+    OPEN_REMOTE = 2
 
     def __init__(self, roots: PathLike | Sequence[PathLike], transform: Optional[Callable] = None,
                  target_transform: Optional[Callable] = None, decode: bool = True, field: str = "image", *,
                  fields: Optional[str | Sequence[str]] = None, copy: bool = True, classes=None,
-                 label_offsets: Optional[Sequence[int]] = None):
+                 label_offsets: Optional[Sequence[int]] = None, cache_dir: Optional[PathLike] = None,
+                 cache_limit: int | str | None = None):
         if isinstance(roots, (str, os.PathLike)):
             roots = [roots]
-        manifests = [load_manifest(os.fspath(r)) for r in roots]
+        cache = ShardCache(cache_dir, cache_limit)
+        manifests = [load_root(os.fspath(r)) for r in roots]
         if not manifests:
             raise ValueError("ShardedDataset needs at least one dataset root")
         self.roots = [m.root for m in manifests]   # not the manifests: pickles stay small
@@ -82,10 +78,8 @@ class ShardedDataset:
         for m in manifests:
             self._pick.check(m.root, m.data.get("fields", []))
         #: The non-empty shards in index order (paths, counts, label maps: never keys).
-        self.shard_refs = tuple(ShardRef(m.shard_path(e), e.first_key, e.count, e.bytes, j,
-                                         m.record_format == DATUM_FORMAT, m.label_path(e))
-                                for j, m in enumerate(manifests) for e in m.shards if e.count)
-        self._ends = _cumulative(self.shard_refs)   # shard k holds [ends[k-1], ends[k]): the index of bisect
+        self.shard_refs = tuple(ref for j, m in enumerate(manifests) for ref in shard_refs(m, j, cache))
+        self._ends = cumulative_counts(self.shard_refs)   # shard k holds [ends[k-1], ends[k]): the index of bisect
         self._len = self._ends[-1] if self._ends else 0
         self._pid = os.getpid()
         self._forks = envs.forks()
@@ -172,6 +166,8 @@ class ShardedDataset:
             raise _unreadable(self.shard_refs[k].path, exc) from exc
         if n != stop - start:
             raise self._damaged(k, start + n)
+        if self.shard_refs[k].evictable and self.copy:   # done with this run: the cache may evict the shard
+            self._release_remote_beyond(0)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         for k in range(len(self.shard_refs)):
@@ -192,7 +188,7 @@ class ShardedDataset:
         new.shard_refs = self.shard_refs + tuple(replace(r, label_map=r.label_map + shift)
                                                  for r in other.shard_refs)
         new._label_maps = self._label_maps + other._label_maps
-        new._ends = _cumulative(new.shard_refs)
+        new._ends = cumulative_counts(new.shard_refs)
         new._len = self._len + other._len
         return new
 
@@ -222,8 +218,17 @@ class ShardedDataset:
         txn = self._txns.get(slot)
         if txn is None:
             ref = self.shard_refs[k]
-            txn = self._txns[slot] = registry().acquire(ref.companion if companion else ref.path)
+            if ref.evictable and self.copy:
+                self._release_remote_beyond(self.OPEN_REMOTE - 1)
+            txn = self._txns[slot] = registry().acquire(ref.companion if companion else ref.path, remote=(
+                ref.companion_remote if companion else ref.remote))
         return txn
+
+    def _release_remote_beyond(self, keep: int) -> None:
+        """Release all but the last ``keep`` remote shards opened (samples are copies: nothing refers to them)."""
+        remote = [slot for slot in self._txns if self.shard_refs[slot[1] if isinstance(slot, tuple) else slot].remote]
+        for slot in remote[:max(0, len(remote) - keep)]:
+            registry().release(self._txns.pop(slot))
 
     def _get(self, k: int, offset: int) -> memoryview:
         try:
@@ -292,11 +297,3 @@ class ShardedDataset:
 def _unreadable(path: str, exc: lmdb.Error) -> ShardError:
     return ShardError(f"{path}: LMDB cannot read it ({exc}); the shard is damaged: check the dataset with "
                       "lmdbshard verify and rebuild the shard by rerunning its conversion command")
-
-
-def _cumulative(refs: Sequence[ShardRef]) -> list[int]:
-    ends, total = [], 0
-    for ref in refs:
-        total += ref.count
-        ends.append(total)
-    return ends

@@ -14,6 +14,9 @@ read-only file mapping. Readers share them through a reference-counted registry.
   rebuilt shard, an overwritten dataset), it gets a new environment on the new file; readers
   that hold the old one keep reading the old file, consistently, until they release it.
 - **Never across fork.** A child first drops what it inherited and opens its own.
+- **Cached copies held.** A shard of a URL root is opened from its copy in the local cache
+  (``cache.py``): the entry downloads it first if need be, and holds it (a shared lock) until
+  the environment closes, so that no process evicts or replaces it meanwhile.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import lmdb
 
 from lmdbshard.errors import ShardError
 from lmdbshard.format.record import lmdb_data_file
+from lmdbshard.read import cache
 from lmdbshard.read.lmdbcheck import check_lmdb_file
 
 OPEN_ATTEMPTS = 3   # a file replaced between the check and the open is checked again
@@ -88,10 +92,13 @@ class _Entry:
     env: lmdb.Environment
     txn: lmdb.Transaction
     users: int = 0
+    pin: Optional[cache.Pin] = None   # the cached copy it maps, held
 
     def close(self) -> None:
         self.txn.abort()
         self.env.close()
+        if self.pin is not None:
+            self.pin.close()
 
 
 class _EnvRegistry:
@@ -104,30 +111,42 @@ class _EnvRegistry:
         self.open: dict[str, _Entry] = {}
         self.held: dict[int, _Entry] = {}   # id(txn) -> entry; includes files replaced on disk since
 
-    def acquire(self, path: str, recheck: bool = False) -> lmdb.Transaction:
+    def acquire(self, path: str, recheck: bool = False, remote: Optional[cache.CachedFile] = None
+                ) -> lmdb.Transaction:
         """A read transaction on the file now at ``path``; give it back with ``release``. ``recheck``
         checks the file's structure even if this process checked it before (``verify``, resume).
+        ``remote``: ``path`` is the cached copy of this object, fetched first if need be.
 
         py-lmdb refuses a second environment on one file in a process, so every reader of a file,
         ``verify`` included, shares its entry here."""
-        with self.lock:
-            entry = self.open.get(path)
-            if entry is not None:
-                data = lmdb_data_file(path)
-                now = FileIdentity.of(check_lmdb_file(data) if recheck else os.stat(data))
-                if now != entry.identity:
-                    if (now.device, now.inode) == (entry.identity.device, entry.identity.inode):
-                        raise ShardError(f"{path} was rewritten in place while this process reads it; close "
-                                         "the datasets that use it and open it again (lmdbshard replaces shard "
-                                         "files by renaming, never in place)")
-                    del self.open[path]   # replaced on disk: its holders keep it until they release it
-                    entry = None
-            if entry is None:
-                env, identity = _open(path, recheck)
-                entry = _Entry(path, identity, env, env.begin(buffers=True))
-                self.open[path] = self.held[id(entry.txn)] = entry
-            entry.users += 1
-            return entry.txn
+        pin = None
+        if remote is not None and path not in self.open:   # fetched outside the lock: other shards' readers go on
+            pin = cache.pin(remote)
+        try:
+            with self.lock:
+                entry = self.open.get(path)
+                if entry is not None:
+                    data = lmdb_data_file(path)
+                    now = FileIdentity.of(check_lmdb_file(data) if recheck else os.stat(data))
+                    if now != entry.identity:
+                        if (now.device, now.inode) == (entry.identity.device, entry.identity.inode):
+                            raise ShardError(f"{path} was rewritten in place while this process reads it; close "
+                                             "the datasets that use it and open it again (lmdbshard replaces shard "
+                                             "files by renaming, never in place)")
+                        del self.open[path]   # replaced on disk: its holders keep it until they release it
+                        entry = None
+                if entry is None:
+                    if remote is not None and pin is None:
+                        pin = cache.pin(remote)
+                    env, identity = _open(path, recheck)
+                    entry = _Entry(path, identity, env, env.begin(buffers=True), pin=pin)
+                    pin = None
+                    self.open[path] = self.held[id(entry.txn)] = entry
+                entry.users += 1
+                return entry.txn
+        finally:
+            if pin is not None:   # another thread opened it meanwhile, or the open failed
+                pin.close()
 
     def release(self, txn: lmdb.Transaction) -> None:
         """Give back a transaction from ``acquire``; the environment closes with its last user."""

@@ -56,17 +56,20 @@ class ShardDatasource(Datasource):
 
 
 def ray_dataset(roots, *, decode: bool = True, fields="all", classes=None, label_offsets=None,
-                rows_per_block: int = 256, **read_args: Any) -> "ray.data.Dataset":
+                rows_per_block: int = 256, cache_dir=None, cache_limit=None, **read_args: Any) -> "ray.data.Dataset":
     """A ``ray.data.Dataset`` of the shards of ``roots``: rows ``{"image": HWC uint8 array, ..., "label": int}``.
 
     ``decode=False`` gives the stored bytes (for example JPEG) per field. ``fields`` picks the
     columns (``"all"`` or a list of names). ``classes`` / ``label_offsets`` combine several roots
-    as in :class:`ShardedDataset`. Other keyword arguments go to ``ray.data.read_datasource``
+    as in :class:`ShardedDataset`. A root may be a URL: each read task downloads its shards into ``cache_dir``
+    on its node, once per node (``cache_dir``, ``cache_limit``: as in :class:`ShardedDataset`; the folder is
+    resolved on the driver). Other keyword arguments go to ``ray.data.read_datasource``
     (for example ``override_num_blocks`` or ``ray_remote_args``).
     """
     if fields != "all" and isinstance(fields, str):
         fields = [fields]
-    ds = ShardedDataset(roots, decode=decode, fields=fields, classes=classes, label_offsets=label_offsets)
+    ds = ShardedDataset(roots, decode=decode, fields=fields, classes=classes, label_offsets=label_offsets,
+                        cache_dir=cache_dir, cache_limit=cache_limit)
     if fields != "all" and "label" in fields:
         raise ValueError("a field named 'label' would clash with the label column; leave it out of fields=")
     return ray.data.read_datasource(ShardDatasource(ds, rows_per_block), **read_args)

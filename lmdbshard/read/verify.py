@@ -6,25 +6,30 @@ of an interrupted job, checksum only), so a shard is "complete" by one definitio
 Where the entry has a ``file_sha256`` (docs/FORMAT.md §6), the file's size and bytes are
 checked first, with one sequential read; the resume check stops there (``walk=False``),
 and only entries without it (written by earlier versions) have their records walked.
-Checks run on threads: hashing and decoding release the GIL.
+Checks run on threads: hashing and decoding release the GIL. A dataset at a URL is checked
+in the local cache: each thread downloads its shard there first (``cache.py``), then checks it.
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Optional
 
 import lmdb
 
 from lmdbshard.read.decode import decode_field
+from lmdbshard.read.cache import CachedFile, ShardCache, pin
 from lmdbshard.read.envs import reading
+from lmdbshard.read.roots import cached, load_root
 from lmdbshard.errors import FormatError, ShardError
 from lmdbshard.format.datum import datum_array, decode_datum
 from lmdbshard.format.filehash import hash_file
 from lmdbshard.format.record import RecordHasher, encode_key, lmdb_data_file, record_crc, unpack_record
-from lmdbshard.format.manifest import RECORD_FORMAT, ShardEntry, load_manifest
+from lmdbshard.format.manifest import RECORD_FORMAT, ShardEntry
+from lmdbshard.storage.urls import is_url
 
 MAX_PROBLEMS_PER_SHARD = 20
 
@@ -42,6 +47,7 @@ class ShardExpectation:
     file_bytes: int = -1                 # the data file's size; -1: not known
     file_sha256: Optional[str] = None    # SHA-256 of the data file's bytes; None: not recorded
     walk: bool = True                    # False: a matching file_sha256 is enough, skip the record walk
+    remote: Optional[CachedFile] = None  # ``path`` is the cached copy of this object: fetched before the check
 
 
 def expectations(root: str, entries: Iterable[ShardEntry], record_format: str, walk: bool = True
@@ -95,14 +101,25 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
             problems.append(Problem(exp.index, None if key is None else bytes(key).decode("ascii", "replace"),
                                     message))
 
+    try:
+        held = nullcontext() if exp.remote is None else pin(exp.remote)
+    except (ShardError, OSError) as exc:   # the object is missing, unreadable, or not what the manifest lists
+        problem(None, str(exc))
+        return 0, problems
+    with held:
+        return _check_file(exp, decode, problem), problems
+
+
+def _check_file(exp: ShardExpectation, decode: bool, problem: Callable[[Optional[bytes], str], None]) -> int:
+    """Records read from the local shard file of ``exp``; each problem found goes to ``problem``."""
     if not os.path.isfile(lmdb_data_file(exp.path)):
         problem(None, f"file {lmdb_data_file(exp.path)} is missing")
-        return 0, problems
+        return 0
     changed = _file_problem(exp) if exp.file_sha256 else None
     if exp.file_sha256 and not exp.walk:   # the file is the one published, or it is not: enough for a resume
         if changed:
             problem(None, changed)
-        return (0 if changed else exp.count), problems
+        return 0 if changed else exp.count
     hasher = RecordHasher()
     n = 0
     key = None
@@ -133,7 +150,7 @@ def check_shard(exp: ShardExpectation, decode: bool = True) -> tuple[int, list[P
                           f"{exp.sha256[:16]}...")
     if changed:   # after what the walk found, which says where
         problem(None, changed)
-    return n, problems
+    return n
 
 
 def _file_problem(exp: ShardExpectation) -> Optional[str]:
@@ -213,10 +230,21 @@ def check_shards(expectations: Iterable[ShardExpectation], decode: bool = True, 
 
 
 def verify(root: str, decode: bool = True, workers: Optional[int] = None,
-           on_done: Optional[Callable[[ShardExpectation, list[Problem]], None]] = None) -> VerifyResult:
-    """Check every shard of a finished dataset against its manifest."""
-    m = load_manifest(root)
-    shards, companions = expectations(m.root, m.shards, m.record_format)
+           on_done: Optional[Callable[[ShardExpectation, list[Problem]], None]] = None,
+           cache_dir: Optional[str] = None) -> VerifyResult:
+    """Check every shard of a finished dataset against its manifest; a dataset at a URL is downloaded
+    into ``cache_dir`` (see ``ShardedDataset``) and checked there."""
+    m = load_root(root)
+    if not is_url(m.root):
+        shards, companions = expectations(m.root, m.shards, m.record_format)
+    else:
+        cache = ShardCache(cache_dir)
+        shards, companions = expectations(cache.remember(m.root, m.data), m.shards, m.record_format)
+        entries = {e.index: e for e in m.shards}
+        shards = [replace(x, remote=cached(cache, m, entries[x.index].file, x.file_bytes, x.file_sha256, x.sha256))
+                  for x in shards]
+        companions = [replace(x, remote=cached(cache, m, entries[x.index].label_file, x.file_bytes, x.file_sha256,
+                                               x.sha256)) for x in companions]
     problems = []   # overlapping key ranges and bad counts are refused by load_manifest already
     records, found = check_shards(shards, decode, workers, on_done)
     found += check_shards(companions, decode, workers)[1]

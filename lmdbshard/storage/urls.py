@@ -78,10 +78,7 @@ def _make(scheme: str) -> Any:
     import pyarrow.fs as pafs
     if scheme == "gs":
         return pafs.GcsFileSystem(retry_time_limit=_retry_seconds())
-    # allow_delayed_open: a write that fits one part (reports, plans, locks, most shards) is one PUT on
-    # close, not three requests of a multipart upload; larger ones still go in parts
-    options: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS),
-                               "allow_delayed_open": True}
+    options: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS)}
     if _endpoint():
         options["endpoint_override"] = _endpoint()
     if _region():

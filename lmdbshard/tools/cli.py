@@ -78,10 +78,10 @@ class _VerifyProgress(Progress):
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from lmdbshard.format.manifest import load_manifest
+    from lmdbshard.read.roots import load_root
     from lmdbshard.read.verify import verify
 
-    m = load_manifest(args.root)
+    m = load_root(args.root)
     with _VerifyProgress(m.num_samples, len(m.shards), args.progress) as progress:
         progress.restart_clock()
 
@@ -110,7 +110,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("root", help="dataset folder (the one holding manifest.json)")
+    p.add_argument("root", help="dataset folder (the one holding manifest.json), or its URL (s3://bucket/prefix: "
+                                "shards are read through the cache in $LMDBSHARD_CACHE, else ~/.cache/lmdbshard)")
 
 
 def build_parser() -> argparse.ArgumentParser:

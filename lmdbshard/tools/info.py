@@ -1,7 +1,7 @@
 """``lmdbshard info``: what a converted dataset holds and how it was made, from its manifest.
 
-Reads ``manifest.json`` and stats the files under the root (O(shards)); it never
-opens a shard. Manifests written before ``class_counts`` existed show classes
+Reads ``manifest.json`` and stats the files under the root (O(shards); at a URL, one
+listing of the prefix); it never opens a shard. Manifests written before ``class_counts`` existed show classes
 without counts.
 """
 
@@ -11,7 +11,10 @@ import os
 from collections import Counter
 from typing import Any
 
-from lmdbshard.format.manifest import Manifest, load_manifest
+from lmdbshard.format.manifest import Manifest
+from lmdbshard.read.roots import load_root
+from lmdbshard.storage import objects
+from lmdbshard.storage.urls import is_url
 from lmdbshard.write.progress import plural, stage_fractions, stage_shares
 
 MAX_CLASS_LINES = 30
@@ -20,6 +23,8 @@ MAX_ERROR_LINES = 5
 
 def bytes_on_disk(root: str) -> int:
     """Sizes of every file under ``root``: shards, reports, plan and manifest."""
+    if is_url(root):
+        return sum(size for _, size in objects.walk(root))
     total = 0
     for dirpath, _, files in os.walk(root):
         for name in files:
@@ -126,9 +131,9 @@ def format_info(root: str, s: dict[str, Any], errors_head: list[dict]) -> str:
 
 
 def info_text(root: str) -> str:
-    m = load_manifest(root)
+    m = load_root(root)
     return format_info(root, summarize(m), m.data.get("errors", [])[:MAX_ERROR_LINES])
 
 
 def info_json(root: str) -> dict[str, Any]:
-    return summarize(load_manifest(root))
+    return summarize(load_root(root))

@@ -24,7 +24,7 @@ from lmdbshard.read.decode import decode_field
 from lmdbshard.read.dataset import ShardedDataset
 from lmdbshard.errors import ConfigError
 from lmdbshard.format.record import unpack_record
-from lmdbshard.format.manifest import load_manifest
+from lmdbshard.read.roots import load_root
 from lmdbshard.write.progress import plural
 
 
@@ -134,7 +134,7 @@ def environment() -> dict:
 
 
 def report(root: str, passes: list[Pass]) -> str:
-    m = load_manifest(root)
+    m = load_root(root)
     size = sum(s.bytes for s in m.shards)
     enc = ", ".join(f["encoding"] for f in m.data.get("fields", []))
     env = environment()

@@ -18,7 +18,7 @@ from lmdbshard.read.dataset import ShardedDataset
 from lmdbshard.tools.draw import BACKGROUND, BAR_ALT, TEXT, MUTED, font, hbars, save_png, vbars
 from lmdbshard.errors import ConfigError
 from lmdbshard.format.record import unpack_record
-from lmdbshard.format.manifest import load_manifest
+from lmdbshard.read.roots import load_root
 from lmdbshard.write.progress import plural
 
 DEFAULT_SAMPLES = 100_000
@@ -60,7 +60,7 @@ class DatasetStats:
 def collect(root: str, samples: int = DEFAULT_SAMPLES) -> DatasetStats:
     if samples <= 0:
         raise ConfigError(f"--samples must be a positive number of records, got {samples}")
-    m = load_manifest(root)
+    m = load_root(root)
     with ShardedDataset(root, decode=False) as ds:
         k = min(samples, len(ds))
         widths, heights, nbytes = (np.zeros(k, np.int64) for _ in range(3))
