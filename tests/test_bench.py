@@ -57,6 +57,9 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
     for row in scale["rows"]:
         assert row in table
     assert sum(": PASS" in row or ": MISS" in row for row in scale["rows"]) == 5
+    converted = doc["remote_convert"]   # into s3:// (a local S3 server) against into a local folder
+    assert converted["images"] == 40 and len(converted["s3_s"]) == len(converted["local_s"]) == 1
+    assert converted["ratio"] > 0 and "s3:// vs local folder" in table
     remote = doc["remote_read"]   # the conversion output read from a local S3 server through the cache
     assert remote["skipped"] is None and remote["shards"] == 1
     assert all(row in table for row in remote["rows"])

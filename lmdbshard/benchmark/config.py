@@ -41,6 +41,7 @@ class BenchConfig:
     folder2lmdb: bool = True        # time the single-process pickle recipe ("before" row)
     scale: list[int] = field(default_factory=lambda: [1_000_000, 10_000_000])   # synthetic listing sizes of the
                                     # scale section (plan files, driver RSS, one rank's epoch); [] skips it
+    remote_convert: bool = True     # conversion into s3:// (a local S3 server, moto) vs a local folder; needs moto
     remote_read: bool = True        # read the conversion output from a local S3 server (moto) through the cache
 
     def validate(self) -> "BenchConfig":

@@ -11,6 +11,7 @@ from lmdbshard.benchmark.command import CommandTimes
 from lmdbshard.benchmark.conversion import ConversionTimes
 from lmdbshard.benchmark.opening import OpenResult
 from lmdbshard.benchmark.reads import ReadTimes
+from lmdbshard.benchmark.remote_convert import RemoteConversion
 from lmdbshard.benchmark.remote_read import RemoteRead
 from lmdbshard.benchmark.scale import Scale
 
@@ -53,6 +54,7 @@ class BenchReport:
     shard_sizes: list[int]
     command: Optional[CommandTimes] = None
     scale: Optional[Scale] = None
+    remote_convert: Optional[RemoteConversion] = None
     remote_read: Optional[RemoteRead] = None
 
     # -------------------------------------------------------------- rows
@@ -155,6 +157,8 @@ class BenchReport:
                   ""]
         if self.scale is not None:
             lines += ["  scale (synthetic listings, no image files)"] + [f"    {row}" for row in self.scale.rows()] + [""]
+        if self.remote_convert is not None:
+            lines += ["  object store (a local S3 server)"] + [f"    {row}" for row in self.remote_convert.conversion_rows()] + [""]
         if self.remote_read is not None:
             lines += ["  remote read (s3:// through the local cache, against a local moto server)"]
             lines += [f"    {row}" for row in self.remote_read.rows()] + [""]
@@ -179,6 +183,7 @@ class BenchReport:
             "rows": [asdict(row) for row in self.rows()],
             "targets": [asdict(t) | {"verdict": t.verdict} for t in self.targets()],
             "scale": None if self.scale is None else self.scale.as_json(),
+            "remote_convert": None if self.remote_convert is None else self.remote_convert.as_json(),
             "remote_read": None if self.remote_read is None else self.remote_read.as_json(),
         }
 

@@ -4,6 +4,7 @@ scale, and reads from a local S3 server."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -17,7 +18,9 @@ from lmdbshard.benchmark.command import time_command
 from lmdbshard.benchmark.conversion import conversion_dir, run_conversions
 from lmdbshard.benchmark.opening import make_many_shards, time_open
 from lmdbshard.benchmark.reads import run_reads
+from lmdbshard.benchmark.remote_convert import run_remote_conversion
 from lmdbshard.benchmark.remote_read import run_remote_read
+from lmdbshard.benchmark.s3server import available, local_s3
 from lmdbshard.benchmark.report import BenchReport, environment
 from lmdbshard.benchmark.scale import run_scale
 
@@ -44,9 +47,13 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     os.makedirs(work, exist_ok=True)
     base = dataclasses.replace(base, source=dataclasses.replace(base.source, root=root))
     top = max(bench.workers)
-    with ray_session(RayConfig(num_cpus=top)) as startup_s:
+    # the local S3 server of the remote_convert rows first: Ray's workers inherit its address
+    with local_s3() if bench.remote_convert and available() else contextlib.nullcontext() as server, \
+            ray_session(RayConfig(num_cpus=top)) as startup_s:
         conversion = run_conversions(base, listing, work, bench.workers, bench.shard_sizes, bench.repeats,
                                      bench.folder2lmdb, startup_s)
+        remote_convert = run_remote_conversion(dataclasses.replace(base, shard_size=bench.shard_sizes[-1]), work,
+                                               bench.repeats, server) if bench.remote_convert else None
         raw_root = os.path.join(work, "read-raw")
         log.info("bench: converting the corpus once more as raw records for the raw read rows")
         convert(dataclasses.replace(base, out=raw_root, storage=StorageConfig(encoding="raw"), overwrite=True))
@@ -57,8 +64,8 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     log.info("bench: opening %d shards", bench.open_shards)
     opened = time_open(make_many_shards(os.path.join(work, f"open-{bench.open_shards}"), bench.open_shards))
     scale = run_scale(bench.scale, jpeg_root) if bench.scale else None
-    remote = (run_remote_read(jpeg_root, bench.read_samples, bench.read_seconds, bench.read_repeats)
-              if bench.remote_read else None)
+    remote_read = (run_remote_read(jpeg_root, bench.read_samples, bench.read_seconds, bench.read_repeats)
+                   if bench.remote_read else None)
     sizes = [os.path.getsize(os.path.join(root, p)) for p in listing.paths]
     t = base.transform
     corpus = {"root": root, "images": len(listing), "classes": len(listing.classes), "mb": sum(sizes) / 1e6,
@@ -67,7 +74,8 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
                            f"encode {base.storage.encoding} q{base.storage.quality}; "
                            f"shard_size {', '.join(map(str, bench.shard_sizes))}; work units of {base.ray.unit_size}"}
     report = BenchReport(environment(bench.repeats), corpus, conversion, reads, opened, list(bench.workers),
-                         list(bench.shard_sizes), command, scale, remote)
+                         list(bench.shard_sizes), command, scale, remote_convert=remote_convert,
+                         remote_read=remote_read)
     if bench.json:
         path = os.path.abspath(bench.json)
         os.makedirs(os.path.dirname(path), exist_ok=True)

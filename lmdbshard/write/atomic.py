@@ -118,7 +118,11 @@ def json_bytes(obj: Any) -> bytes:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-    data = json_bytes(obj)
+    write_bytes_atomic(path, json_bytes(obj))
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Publish ``data`` as the file ``path`` (``publishing``); a full disk is one ``DiskFullError`` line."""
     try:
         with publishing(path) as fd:
             view = memoryview(data)

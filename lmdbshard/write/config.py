@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from lmdbshard.errors import ConfigError
+from lmdbshard.storage.urls import check_url, is_url
 from lmdbshard.write.choices import (
     AugmentKind, Encoding, Layout, MaskEncoding, OnError, ProgressMode, Resample, ResumeCheck, SourceKind,
 )
@@ -149,11 +150,18 @@ class ConvertConfig:
         """Check values and paths; raise ConfigError naming the key and the fix. Returns self."""
         root = _validate_source(self.source)
         _check(self.out not in (None, ""), "out is required; pass out=/path/to/output")
-        out = os.path.expanduser(self.out)
-        _check(not (os.path.exists(out) and not os.path.isdir(out)),
-               f"out {self.out!r} is a file, not a directory; pass out= a new or existing directory")
-        _check(root is None or os.path.realpath(out) != os.path.realpath(root),
-               f"out {self.out!r} is the source root; pass a different out=")
+        if "://" in self.out or is_url(root):   # a URL (check_url refuses a scheme lmdbshard does not read)
+            _check(check_url(self.out, "out").rstrip("/") != (root or "").rstrip("/"),
+                   f"out {self.out!r} is the source root; pass a different out=")
+            _check(not (is_url(self.out) and self.storage.encoding == "caffe_datum"),
+                   f"storage.encoding=caffe_datum writes each shard as an LMDB directory, which an object store "
+                   f"cannot hold; convert into a local out= and copy it, or use another encoding with out={self.out}")
+        else:
+            out = os.path.expanduser(self.out)
+            _check(not (os.path.exists(out) and not os.path.isdir(out)),
+                   f"out {self.out!r} is a file, not a directory; pass out= a new or existing directory")
+            _check(root is None or os.path.realpath(out) != os.path.realpath(root),
+                   f"out {self.out!r} is the source root; pass a different out=")
         _positive("shard_size", self.shard_size)
         _check(0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed!r}; set seed=0 or another integer")
         for name in ("resize_shorter", "center_crop"):
@@ -224,12 +232,17 @@ def _validate_source(src: SourceConfig) -> Optional[str]:
            f"source.extensions must be a non-empty list like ['.jpg', '.png'], got {src.extensions!r}")
     for key in ("labels_file", "synset_map", "list_file"):
         value = getattr(src, key)
+        _check(value is None or "://" not in value,
+               f"source.{key} {value!r} is a URL; it must be a local file (the driver reads it): copy it here "
+               f"and pass source.{key}=/path/to/file (source.root may be a URL)")
         _check(value is None or os.path.isfile(os.path.expanduser(value)),
                f"source.{key} {value!r} is not a file; pass source.{key}=/path/to/file")
     if src.kind == "python":
         _check(src.target.startswith("<object ") or ":" in src.target and all(src.target.split(":", 1)),
                f"source.target must look like 'package.module:Name', got {src.target!r}")
         return None
+    if is_url(src.root) or "://" in src.root:   # an object-store prefix: listed (and checked) by the source
+        return check_url(src.root, "source.root")
     root = os.path.expanduser(src.root)
     _check(os.path.isdir(root), f"source.root {src.root!r} is not a directory; pass source.root={_NEEDS[src.kind][0][1]}")
     if src.kind == "paired":

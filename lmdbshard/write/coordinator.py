@@ -29,7 +29,6 @@ from lmdbshard import __version__
 from lmdbshard.write.config import ConvertConfig
 from lmdbshard.errors import ConfigError, JobFailedError
 from lmdbshard.write.listing import Listing
-from lmdbshard.write.atomic import write_json_atomic
 from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT, DatasetFacts, build_manifest
 from lmdbshard.write.lock import OutputLock
 from lmdbshard.write.report import ReportSet, ShardReport, stage_seconds
@@ -41,6 +40,7 @@ from lmdbshard.write.task import STAGES, ItemTable, ShardTask, WriteOptions
 from lmdbshard.write.sources import list_source
 from lmdbshard.write.sources.python import PythonSource, python_source
 from lmdbshard.read.verify import check_shards
+from lmdbshard.storage.urls import check_url, is_url
 
 log = logging.getLogger("lmdbshard")
 
@@ -171,7 +171,7 @@ def _start(cfg: ConvertConfig, dataset: object | None) -> Job:
     """Validate, list and plan: everything that can refuse the job before the output folder is touched."""
     cfg, python = _python_config(cfg, dataset)
     cfg.validate()
-    out = os.path.abspath(os.path.expanduser(cfg.out))
+    out = check_url(cfg.out, "out") if is_url(cfg.out) else os.path.abspath(os.path.expanduser(cfg.out))
     if cfg.source.kind == "python" and python is None:
         python = python_source(cfg.source)
     listing = list_source(cfg.source, dataset)
@@ -205,7 +205,7 @@ def _reuse(job: Job) -> tuple[ReportSet, float]:
 
 def _checks_on_ray(job: Job) -> bool:   # a rerun's check, on a cluster (ray.address given)
     return (job.cfg.ray.address is not None and job.cfg.resume_check != "size"
-            and os.path.exists(job.output.plan_path) and not job.cfg.overwrite)
+            and not job.output.store.remote and job.output.has_plan() and not job.cfg.overwrite)
 
 
 def _run(job: Job, reports: ReportSet) -> RunTimes:
@@ -277,7 +277,7 @@ def _commit(job: Job, reports: ReportSet, result: ConvertResult) -> None:
                           "images_per_s": round(result.images_per_s, 2), "shards_built": result.shards_built,
                           "shards_reused": result.shards_reused}}
     manifest = build_manifest(facts, [r.entry for r in reports], reports.skipped, plan.num_samples, stats)
-    write_json_atomic(job.output.manifest_path, manifest)
+    job.output.save_manifest(manifest)
 
 
 def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
@@ -286,7 +286,7 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
     ``dataset``: an in-memory dataset object for ``source.kind=python`` instead of ``source.target``."""
     t0 = time.monotonic()
     job = _start(cfg, dataset)
-    os.makedirs(job.out, exist_ok=True)
+    job.output.store.makedirs()
     with OutputLock(job.out):
         resuming = _checks_on_ray(job)   # before prepare writes the plan
         job.output.prepare(job.cfg, job.listing, job.plan)

@@ -56,8 +56,8 @@ class Listing:
         return len(self.paths)
 
     def source_root(self) -> str:
-        """Where the sources are: an absolute folder, or a python source's name."""
-        return self.root if self.kind == "python" else os.path.abspath(self.root)
+        """Where the sources are: an absolute folder, an object-store URL, or a python source's name."""
+        return self.root if self.kind == "python" or "://" in self.root else os.path.abspath(self.root)
 
     def digest(self) -> str:
         """sha256 over (label, path[, mask]) in order: equal digests mean the same files and labels.

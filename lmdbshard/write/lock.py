@@ -6,6 +6,17 @@ random token. A second driver finds it and refuses with one line naming the hold
 A lock whose holder is dead is stale: on the same host a driver checks the pid (and its
 start time, against pid reuse), logs a line and takes the lock over. From another host
 a driver cannot tell, so it refuses and says how to clear the lock by hand.
+
+On an object store (``out=s3://...``) there is no ``O_EXCL``, and pyarrow offers no conditional
+PUT, so the lock is a lock object with a protocol: refuse if ``convert.lock`` exists (naming its
+holder); else PUT it holding a random token, wait SETTLE_S, read it back, and go on only if it
+still holds our token (S3 reads are strongly consistent after a write: of two drivers that both
+wrote, the later write wins and the earlier driver reads the other's token and refuses). Its limit:
+a driver whose own check and PUT are more than SETTLE_S apart (a request stalled by retries) can
+overwrite a lock that another driver has already confirmed, and then both run. Starting two drivers
+on one output within the same few seconds is what the lock cannot always catch there; a driver
+started while another runs is refused. A stale lock of this host (its pid dead) is taken over as
+locally, by the same write-wait-read protocol.
 """
 
 from __future__ import annotations
@@ -20,8 +31,12 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from lmdbshard.errors import LmdbshardError
+from lmdbshard.storage import objects
+from lmdbshard.storage.urls import is_url, join
 
 LOCK_NAME = "convert.lock"
+#: Object stores: seconds between writing the lock object and reading it back (see above).
+SETTLE_S = 1.0
 log = logging.getLogger("lmdbshard")
 
 
@@ -66,16 +81,21 @@ def _pid_start(pid: int) -> Optional[str]:
 
 
 def _read(path: str) -> Optional[Holder]:
-    """The holder recorded in ``path``; None when it is gone. An unreadable lock is a holder we cannot name."""
+    """The holder recorded in ``path`` (a file or an object URL); None when it is gone. An unreadable lock
+    is a holder we cannot name."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        if is_url(path):
+            data = json.loads(objects.read_bytes(path))
+        else:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
         return Holder(str(data["host"]), int(data["pid"]), float(data["started"]), data.get("pid_start"),
                       str(data["token"]))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
-        return Holder("?", -1, os.path.getmtime(path) if os.path.exists(path) else 0.0, None, "")
+        local = not is_url(path) and os.path.exists(path)
+        return Holder("?", -1, os.path.getmtime(path) if local else 0.0, None, "")
 
 
 class OutputLock:
@@ -83,10 +103,13 @@ class OutputLock:
 
     def __init__(self, root: str):
         self.root = root
-        self.path = os.path.join(root, LOCK_NAME)
+        self.remote = is_url(root)
+        self.path = join(root, LOCK_NAME)
         self.holder: Optional[Holder] = None
 
     def _create(self, me: Holder) -> bool:
+        if self.remote:
+            return _put_and_confirm(self.path, me, check_absent=True)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -118,7 +141,14 @@ class OutputLock:
         raise OutputLockedError(f"could not take the lock {self.path}: other drivers keep taking it; rerun")
 
     def _take_over(self, stale: Holder) -> None:
-        """Move a dead driver's lock aside; only the driver that moves the same stale lock wins."""
+        """Move a dead driver's lock aside; only the driver that moves the same stale lock wins.
+        On an object store: overwrite it if it is still the stale one (the next ``_create`` confirms)."""
+        if self.remote:
+            current = _read(self.path)
+            if current is not None and current.token == stale.token:
+                objects.remove(self.path)
+                log.warning("took over the lock of a dead conversion (%s) on %s", stale.describe(), self.root)
+            return
         aside = f"{self.path}.stale.{os.getpid()}"
         try:
             os.rename(self.path, aside)
@@ -140,7 +170,7 @@ class OutputLock:
             return
         current = _read(self.path)
         if current is not None and current.token == self.holder.token:
-            os.remove(self.path)
+            objects.remove(self.path) if self.remote else os.remove(self.path)
         self.holder = None
 
     def __enter__(self) -> "OutputLock":
@@ -149,3 +179,14 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _put_and_confirm(url: str, me: Holder, check_absent: bool) -> bool:
+    """The lock-object protocol: if no lock object exists, write ours, wait SETTLE_S and read it back;
+    True when it still holds our token (see the module docstring for the limit)."""
+    if check_absent and objects.exists(url):
+        return False
+    objects.write_bytes(url, json.dumps(asdict(me)).encode())
+    time.sleep(SETTLE_S)
+    current = _read(url)
+    return current is not None and current.token == me.token

@@ -11,6 +11,8 @@ and from the first read slower than SLOW_READ_S on (a network filesystem, a cold
 files ahead on READ_THREADS threads; reading ahead stops while PREFETCH_BYTES wait, so a task holds at
 most about PREFETCH_BYTES plus READ_THREADS + 1 files of ``max_file_bytes`` at once. A python source's
 items come from the dataset, in order.
+A source on an object store (a URL root) is read object by object (``read_object``); each read is a
+network round trip, slower than SLOW_READ_S, so after the first they go ahead on the threads.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
 from lmdbshard.errors import SampleError
+from lmdbshard.storage import objects
+from lmdbshard.storage.urls import is_url, join
 from lmdbshard.write.listing import UNLISTED, unlisted_reason
 from lmdbshard.write.sources.python import PythonSource
 
@@ -84,12 +88,27 @@ def read_regular(root: str, rel: str, limit: int) -> bytes:
         os.close(fd)
 
 
+def read_object(root: str, rel: str, limit: int) -> bytes:
+    """The bytes of the object ``root/rel`` (``root`` a URL), if it holds at most ``limit`` bytes; else
+    SampleError. A missing or unreadable object is the item's error too; transient errors were already
+    retried by the SDK (storage/urls.py, MAX_ATTEMPTS)."""
+    try:
+        return objects.read_bytes(join(root, rel), limit=limit)
+    except FileNotFoundError:
+        raise SampleError(rel, f"no object at {join(root, rel)}") from None
+    except ValueError as exc:
+        raise SampleError(rel, f"{exc}; raise transform.max_file_bytes to read it") from None
+    except OSError as exc:
+        raise SampleError(rel, str(exc)) from None
+
+
 def _read(root: str, item: ShardItem, limit: int) -> tuple[tuple | None, SampleError | None, float]:
     t = time.perf_counter()
+    read = read_object if is_url(root) else read_regular
     try:
-        data = read_regular(root, item.path, limit)
+        data = read(root, item.path, limit)
         try:
-            mask = None if item.mask_path is None else read_regular(root, item.mask_path, limit)
+            mask = None if item.mask_path is None else read(root, item.mask_path, limit)
         except SampleError as exc:   # recorded under the image's path: name the mask
             raise SampleError(item.path, f"its mask {item.mask_path}: {exc.reason}") from None
         return (data, mask), None, time.perf_counter() - t

@@ -1,4 +1,5 @@
-"""The output folder and its state between runs: saved plan, shard reports, completeness.
+"""The output (a folder, or an object-store prefix) and its state between runs: saved plan, shard
+reports, completeness.
 
 Layout::
 
@@ -13,33 +14,40 @@ Layout::
 A rerun reuses the saved plan; if the source listing or an output-affecting
 setting changed, it stops before any work and says what changed. A shard is
 reused only when its report names this plan (``plan_sha256``). lmdbshard deletes
-only what its own records name (``owned``), and refuses a folder holding anything else.
+only what its own records name (ownership.py), and refuses a folder holding anything else.
+
+On an object store (``out=s3://bucket/prefix``, store.py) the layout is the same, with object keys for
+paths. There is no rename: a shard object is uploaded whole, then its report is written, and the
+report is the commit mark. A shard counts as complete when its report names this plan and its object
+has the reported size and (``resume_check`` other than ``size``) bytes that hash to the report's
+``file_sha256`` (object_check.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from lmdbshard.write.config import ConvertConfig
 from lmdbshard.errors import ConfigError, FormatError, FormatVersionError, PlanMismatchError
 from lmdbshard.format import names
-from lmdbshard.format.datum import label_filename
-from lmdbshard.format.record import (
-    MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, lmdb_data_file, shard_filename,
-)
+from lmdbshard.format.record import MANIFEST_NAME, PLAN_NAME, REPORT_DIR, SHARD_DIR, shard_filename
 from lmdbshard.write.listing import Listing
 from lmdbshard.write.stored_listing import LISTING_NAME, changes, load_listing, save_listing
 from lmdbshard.format.manifest import DATUM_FORMAT, RECORD_FORMAT
-from lmdbshard.write.atomic import write_json_atomic
-from lmdbshard.write.lock import LOCK_NAME
+from lmdbshard.write.atomic import json_bytes
+from lmdbshard.write import ownership
+from lmdbshard.write.ownership import LOOKUP_THREADS, load_report, report_filename, report_rel
 from lmdbshard.write.plan import Plan
 from lmdbshard.write.report import ReportSet, ShardReport
+from lmdbshard.write.store import output_store
+from lmdbshard.write.object_check import check_objects
 from lmdbshard.read.verify import check_shards, expectations
+
+__all__ = ["OutputDir", "PLAN_VERSION", "identity_hash", "report_filename"]
 
 
 #: ``plan.json``'s ``format_version``. 2: the listing is in ``listing.npz``; 1 (before): inline ``sources``.
@@ -52,22 +60,34 @@ def identity_hash(identity: dict[str, Any]) -> str:
 
 @dataclass
 class OutputDir:
+    """An output (a local folder, or an ``s3://``/``gs://`` prefix) and its state between runs."""
+
     root: str
     _plan: Optional[dict] = field(default=None, init=False, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        self.store = output_store(self.root)
+
     @property
     def plan_path(self) -> str:
-        return os.path.join(self.root, PLAN_NAME)
+        return self.store.path(PLAN_NAME)
 
     @property
     def manifest_path(self) -> str:
-        return os.path.join(self.root, MANIFEST_NAME)
+        return self.store.path(MANIFEST_NAME)
+
+    @property
+    def listing_path(self) -> str:
+        return self.store.path(LISTING_NAME)
 
     def report_path(self, index: int) -> str:
-        return os.path.join(self.root, REPORT_DIR, report_filename(index))
+        return self.store.path(report_rel(index))
 
     def shard_path(self, index: int) -> str:
-        return os.path.join(self.root, SHARD_DIR, shard_filename(index))
+        return self.store.path(f"{SHARD_DIR}/{shard_filename(index)}")
+
+    def has_plan(self) -> bool:
+        return self.store.size(PLAN_NAME) is not None
 
     # ------------------------------------------------------------ plan
     def prepare(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> None:
@@ -81,19 +101,16 @@ class OutputDir:
                               "did not write)")
         if cfg.overwrite:
             self.clear()
-        elif os.path.exists(self.plan_path):
+        elif self.has_plan():
             self._check_saved_plan(cfg, listing, plan)
-        os.makedirs(os.path.join(self.root, SHARD_DIR), exist_ok=True)
-        os.makedirs(os.path.join(self.root, REPORT_DIR), exist_ok=True)
-        self._remove_partials()
-        if not os.path.exists(self.plan_path):
+        self.store.makedirs(SHARD_DIR)
+        self.store.makedirs(REPORT_DIR)
+        ownership.remove_leftovers(self.store)
+        if not self.has_plan():
             if listing.kind != "python":   # the listing first: a plan.json present means both are
-                save_listing(self.listing_path, listing.paths, listing.labels, listing.mask_paths)
-            write_json_atomic(self.plan_path, self._plan_document(cfg, listing, plan))
-
-    @property
-    def listing_path(self) -> str:
-        return os.path.join(self.root, LISTING_NAME)
+                self.store.write_file(LISTING_NAME, lambda path: save_listing(
+                    path, listing.paths, listing.labels, listing.mask_paths))
+            self.store.write_atomic(PLAN_NAME, json_bytes(self._plan_document(cfg, listing, plan)))
 
     def _plan_document(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> dict:
         identity = cfg.output_identity()
@@ -114,13 +131,13 @@ class OutputDir:
         """The saved plan's source paths by source index, exactly as listed (a python source: none)."""
         if self.load_plan_document().get("listing") is None:
             return []
-        return list(load_listing(self.listing_path).paths)
+        with self.store.local_copy(LISTING_NAME) as path:
+            return list(load_listing(path).paths)
 
     def load_plan_document(self) -> dict:
         """The saved plan.json, read once (it holds one entry per source: large for big datasets)."""
         if self._plan is None:
-            with open(self.plan_path, encoding="utf-8") as f:
-                self._plan = json.load(f)
+            self._plan = json.loads(self.store.read_bytes(PLAN_NAME))
         return self._plan
 
     def _check_saved_plan(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> None:
@@ -143,8 +160,9 @@ class OutputDir:
                 raise PlanMismatchError(f"the python source changed since {self.root!r} was planned (its target, "
                                         f"arguments or length differ); {fix}")
             # only now: a rerun of an unchanged listing never reads the saved one
-            raise PlanMismatchError(f"the source listing changed since {self.root!r} was planned: "
-                                    f"{changes(load_listing(self.listing_path), listing.paths, listing.labels)}; {fix}")
+            with self.store.local_copy(LISTING_NAME) as path:
+                what = changes(load_listing(path), listing.paths, listing.labels)
+            raise PlanMismatchError(f"the source listing changed since {self.root!r} was planned: {what}; {fix}")
         root = names.display(listing.source_root())
         if saved.get("source_root") not in (None, root):
             raise PlanMismatchError(f"source.root changed from {saved['source_root']!r} to {root!r} since "
@@ -154,100 +172,49 @@ class OutputDir:
             raise PlanMismatchError(f"the saved plan in {self.plan_path!r} differs from the plan this version "
                                     f"computes for the same inputs; {fix}")
 
-    # ------------------------------------------------------------ what is ours
+    # ------------------------------------------------------------ what is ours (ownership.py)
     def owned(self) -> set[str]:
-        """Paths (relative to the root, '/' separators) that lmdbshard's records here name: the plan, the
-        manifest, the lock, and the reports and shard files of every shard the plan or a record names."""
-        own = {PLAN_NAME, LISTING_NAME, MANIFEST_NAME, LOCK_NAME, SHARD_DIR, REPORT_DIR}
-        indices: set[int] = set()
-        files: set[str] = set()
-        for load in (self.load_plan_document, self._load_manifest_document):
-            try:
-                doc = load()
-            except (OSError, ValueError):
-                continue
-            if isinstance(doc, dict) and type(doc.get("num_shards")) is int:
-                indices.update(range(doc["num_shards"]))
-            for entry in doc.get("shards", []) if isinstance(doc, dict) else []:
-                if isinstance(entry, dict) and type(entry.get("index")) is int:
-                    indices.add(entry["index"])
-                    files.update(f for f in (entry.get("file"), entry.get("label_file")) if isinstance(f, str))
-        for k in indices:
-            own.add(f"{REPORT_DIR}/{report_filename(k)}")
-            own.add(f"{SHARD_DIR}/{shard_filename(k)}")
-            own.add(f"{SHARD_DIR}/{label_filename(shard_filename(k))}")
-            try:
-                report = ShardReport.load(self.report_path(k))
-            except (OSError, FormatError):
-                continue
-            files.update(f for f in (report.entry.file, report.entry.label_file) if f)
-        return own | {os.path.normpath(f).replace(os.sep, "/") for f in files}
-
-    def _load_manifest_document(self) -> Any:
-        with open(self.manifest_path, encoding="utf-8") as f:
-            return json.load(f)
-
-    def _entries(self) -> list[str]:
-        """Everything in the root and in its shards/ and reports/ folders, relative, '/' separators."""
-        found = []
-        for folder in ("", SHARD_DIR, REPORT_DIR):
-            path = os.path.join(self.root, folder)
-            if folder and not os.path.isdir(path) or not os.path.exists(path):
-                continue
-            found += [f"{folder}/{n}" if folder else n for n in sorted(os.listdir(path))]
-        return found
-
-    @staticmethod
-    def _scratchy(rel: str) -> bool:
-        """Leftovers of an interrupted write: ``*.partial`` files and moved-aside stale locks."""
-        name = rel.rsplit("/", 1)[-1]
-        return name.endswith(PARTIAL_SUFFIX) or name.startswith(f"{LOCK_NAME}.stale.")
+        return ownership.owned(self.store, self._plan)
 
     def foreign_entry(self) -> str | None:
         """The first path here that lmdbshard's records do not name, or None."""
-        if not os.path.isdir(self.root):
-            return None
-        own = self.owned()
-        for rel in self._entries():
-            if rel not in own and not self._scratchy(rel):
-                return rel
-        return None
+        return ownership.foreign_entry(self.store, self._plan)
 
     def clear(self) -> None:
         """Remove what lmdbshard's records here name (and ``*.partial``), keeping our lock; nothing else."""
-        own = self.owned() - {LOCK_NAME, SHARD_DIR, REPORT_DIR}
-        for rel in self._entries():
-            if rel in own or self._scratchy(rel):
-                _remove(os.path.join(self.root, rel))
+        ownership.clear(self.store, self._plan)
         self._plan = None
-
-    def _remove_partials(self) -> None:
-        for rel in self._entries():
-            if self._scratchy(rel):
-                _remove(os.path.join(self.root, rel))
 
     # ------------------------------------------------------------ reports
     def save_report(self, report: ShardReport) -> None:
-        write_json_atomic(self.report_path(report.index), report.to_json())
+        """Write shard ``report.index``'s report: on an object store, the mark that the shard is complete."""
+        self.store.write_atomic(report_rel(report.index), json_bytes(report.to_json()))
+
+    def save_manifest(self, manifest: dict) -> None:
+        self.store.write_atomic(MANIFEST_NAME, json_bytes(manifest))
 
     def saved_report(self, index: int, planned: int, plan_sha256: str,
                      record_format: str = RECORD_FORMAT) -> ShardReport | None:
         """The saved report of shard ``index`` if it was built for this plan and its files have the reported
         sizes, in the layout of ``record_format`` (a directory in Caffe Datum mode, a file otherwise)."""
-        if os.path.isdir(self.shard_path(index)) != (record_format == DATUM_FORMAT):
+        if self._is_directory(index) != (record_format == DATUM_FORMAT):
             return None
         try:
-            report = ShardReport.load(self.report_path(index))
+            report = load_report(self.store, index)
             entry = report.entry
             if (entry.index, report.planned, report.plan_sha256) != (index, planned, plan_sha256):
                 return None
-            if _size(os.path.join(self.root, entry.file)) != entry.bytes:
+            if self.store.size(entry.file) != entry.bytes:
                 return None
-            if entry.label_file and _size(os.path.join(self.root, entry.label_file)) != entry.label_bytes:
+            if entry.label_file and self.store.size(entry.label_file) != entry.label_bytes:
                 return None
         except (OSError, FormatError):
             return None
         return report
+
+    def _is_directory(self, index: int) -> bool:
+        """Whether shard ``index`` is an LMDB directory (Caffe Datum mode); an object store holds files only."""
+        return not self.store.remote and self.store.isdir(f"{SHARD_DIR}/{shard_filename(index)}")
 
     def complete_shards(self, plan: Plan, check: str = "checksum", rebuild: Iterable[int] = (),
                         record_format: str = RECORD_FORMAT, checker=check_shards) -> tuple[ReportSet, list[str]]:
@@ -260,41 +227,29 @@ class OutputDir:
         """
         rebuild = set(rebuild)
         digest = plan.digest()
-        found: dict[int, ShardReport] = {}
-        for k in range(plan.num_shards):
+        listed = set(self.store.listdir(REPORT_DIR))
+
+        def saved(k: int) -> ShardReport | None:
             start, stop = plan.shard_range(k)
-            report = None if k in rebuild else self.saved_report(k, stop - start, digest, record_format)
-            if report is not None:
-                found[k] = report
+            if k in rebuild or report_filename(k) not in listed:
+                return None
+            return self.saved_report(k, stop - start, digest, record_format)
+
+        # an object store answers each look-up over the network: many at once
+        with ThreadPoolExecutor(max_workers=LOOKUP_THREADS if self.store.remote else 1) as pool:
+            found = {k: r for k, r in zip(range(plan.num_shards), pool.map(saved, range(plan.num_shards))) if r}
         notes = [f"shard {k} is rebuilt on request (rebuild=...)" for k in sorted(rebuild)]
-        if check != "size" and found:
+        problems = []
+        if check != "size" and found and self.store.remote:
+            problems = check_objects(self.store, [r.entry for r in found.values()], LOOKUP_THREADS)
+        elif check != "size" and found:
             entries = [r.entry for r in found.values()]
             shards, labels = expectations(self.root, entries, record_format, walk=check == "full")
             _, problems = checker(shards + labels, decode=check == "full")
-            for p in problems:
-                if found.pop(p.shard, None) is not None:
-                    notes.append(f"shard {p.shard} failed its {check} check and is rebuilt: {p.message}")
+        for p in problems:
+            if found.pop(p.shard, None) is not None:
+                notes.append(f"shard {p.shard} failed its {check} check and is rebuilt: {p.message}")
         kept = ReportSet()
         for report in found.values():
             kept.add(report)
         return kept, notes
-
-
-def report_filename(index: int) -> str:
-    return shard_filename(index).replace(".lmdb", ".json")
-
-
-def _size(path: str) -> int:
-    """Bytes of a shard's LMDB data: the file, or ``data.mdb`` of a shard directory (a ``lock.mdb`` that
-    Caffe may create beside it does not count)."""
-    return os.path.getsize(lmdb_data_file(path))
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    else:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from lmdbshard.write.writer import INITIAL_MAP, ShardOutput, scratch_dir
+from lmdbshard.write.writer import INITIAL_MAP, ShardOutput, scratch_dir, warm_client
 from lmdbshard.write.config import AugmentConfig, StorageConfig, TransformConfig
 from lmdbshard.errors import SampleError, ShardError
 from lmdbshard.write.listing import Listing
@@ -208,6 +208,7 @@ def write_units(task: ShardTask, opts: WriteOptions, units: Iterable[UnitResult]
     count_labels = opts.python is not None   # file sources: the listing has the labels (report.py)
     passthrough = masks = 0
     scratch = scratch_dir(task.index, opts.scratch_dir)
+    warm_client(opts.out)
     output = None
     planned = task.count
     try:

@@ -19,6 +19,7 @@ import tempfile
 import weakref
 from typing import Any, Optional
 
+from lmdbshard.errors import ConfigError
 from lmdbshard.write.config import ConvertConfig
 
 
@@ -62,6 +63,9 @@ class TemporaryDataset:
 def convert_temporary(cfg: ConvertConfig, dataset: Optional[object] = None) -> TemporaryDataset:
     from lmdbshard.write.coordinator import convert
     parent = cfg.out if cfg.out not in (None, "") else cfg.scratch_dir
+    if parent and "://" in parent:
+        raise ConfigError(f"temporary=True converts into a local temporary folder, but out={parent!r} is a URL; "
+                          "pass out= a local parent folder (or none), or convert without temporary=True")
     if parent:
         os.makedirs(os.path.expanduser(parent), exist_ok=True)
     out = tempfile.mkdtemp(prefix="lmdbshard-tmp-", dir=os.path.expanduser(parent) if parent else None)

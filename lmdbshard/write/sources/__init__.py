@@ -15,10 +15,14 @@ from lmdbshard.write.config import SourceConfig
 from lmdbshard.errors import SourceError
 from lmdbshard.write.listing import Listing
 from lmdbshard.write.sources.imagefolder import list_imagefolder
+from lmdbshard.storage.urls import check_url, is_url
 
 
 def list_source(cfg: SourceConfig, dataset: Optional[object] = None) -> Listing:
     """The listing of ``cfg`` (``dataset``: an in-memory dataset object for ``kind=python``)."""
+    if cfg.kind == "imagefolder" and is_url(cfg.root):
+        from lmdbshard.write.sources.remote import list_imagefolder_url
+        return list_imagefolder_url(check_url(cfg.root, "source.root"), cfg.extensions)
     if cfg.kind == "imagefolder":
         return list_imagefolder(os.path.expanduser(cfg.root), cfg.extensions)
     if cfg.kind == "imagenet_val":
@@ -32,6 +36,11 @@ def list_source(cfg: SourceConfig, dataset: Optional[object] = None) -> Listing:
         return list_paired(cfg)
     from lmdbshard.write.sources.python import list_python
     return list_python(cfg, dataset)
+
+
+def source_root(root: str) -> str:
+    """``source.root`` as the listing holds it: a URL unchanged (no trailing '/'), a local path expanded."""
+    return check_url(root, "source.root") if is_url(root) else os.path.expanduser(root)
 
 
 def read_classes(spec: str) -> list[str]:

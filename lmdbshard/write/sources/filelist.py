@@ -15,7 +15,7 @@ import numpy as np
 from lmdbshard.write.config import SourceConfig
 from lmdbshard.errors import SourceError
 from lmdbshard.write.listing import Listing, PathTable
-from lmdbshard.write.sources import read_classes
+from lmdbshard.write.sources import read_classes, source_root
 
 
 BATCH_LINES = 65536   # paths are appended to the compact table this many at a time
@@ -50,5 +50,5 @@ def list_filelist(cfg: SourceConfig) -> Listing:
     if top >= len(classes):
         raise SourceError(f"{path}: label {top} is out of range for the {len(classes)} classes of "
                           f"{cfg.classes_from!r}")
-    return Listing(os.path.expanduser(cfg.root), classes, builder.build(), np.frombuffer(labels, dtype=np.int32),
+    return Listing(source_root(cfg.root), classes, builder.build(), np.frombuffer(labels, dtype=np.int32),
                    [], kind="filelist")

@@ -22,16 +22,18 @@ import re
 from lmdbshard.write.config import SourceConfig
 from lmdbshard.errors import SourceError
 from lmdbshard.write.listing import Listing
-from lmdbshard.write.sources import read_classes
+from lmdbshard.storage.urls import is_url
+from lmdbshard.write.sources import read_classes, source_root
+from lmdbshard.write.sources.remote import list_names
 
 _NAME = re.compile(r"^(ILSVRC2012_val_(\d+))\.[A-Za-z]+$")
 
 
 def list_imagenet_val(cfg: SourceConfig) -> Listing:
-    root = os.path.expanduser(cfg.root)
+    root = source_root(cfg.root)
     exts = tuple(e.lower() for e in cfg.extensions)
     try:
-        names = os.listdir(root)
+        names = list_names(root) if is_url(root) else os.listdir(root)
     except OSError as exc:
         raise SourceError(f"source.root {cfg.root!r} cannot be listed ({exc.strerror or exc}); "
                           "make it readable") from None

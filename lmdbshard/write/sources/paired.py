@@ -8,16 +8,25 @@ Records carry no label (-1); the mask is the record's ``mask`` field.
 from __future__ import annotations
 
 import os
+import posixpath
 
 from lmdbshard.write.config import SourceConfig
 from lmdbshard.errors import SourceError
+from lmdbshard.storage.urls import is_url, join
 from lmdbshard.write.listing import UNLISTED, Listing
+from lmdbshard.write.sources import source_root
+from lmdbshard.write.sources.remote import walk_files
 
 
 def _stems(top: str, exts: tuple[str, ...], unlisted: list[str]) -> dict[str, str]:
     """stem (relative, '/' separators, no extension) -> relative path, in sorted walk order. Folders that
     cannot be listed are added to ``unlisted`` (relative to ``top``)."""
     found: dict[str, str] = {}
+    if is_url(top):
+        for path in walk_files(top):
+            if path.lower().endswith(exts):
+                found.setdefault(posixpath.splitext(path)[0], path)
+        return found
 
     def failed(exc: OSError) -> None:
         unlisted.append(os.path.relpath(exc.filename, top).replace(os.sep, "/"))
@@ -34,12 +43,12 @@ def _stems(top: str, exts: tuple[str, ...], unlisted: list[str]) -> dict[str, st
 
 def list_paired(cfg: SourceConfig) -> Listing:
     """Pairs by stem; a folder that cannot be listed is an item of its own (see ``listing.UNLISTED``)."""
-    root = os.path.expanduser(cfg.root)
+    root = source_root(cfg.root)
     exts = tuple(e.lower() for e in cfg.extensions)
     unlisted_images: list[str] = []
     unlisted_masks: list[str] = []
-    images = _stems(os.path.join(root, cfg.images_dir), exts, unlisted_images)
-    masks = _stems(os.path.join(root, cfg.masks_dir), exts, unlisted_masks)
+    images = _stems(join(root, cfg.images_dir), exts, unlisted_images)
+    masks = _stems(join(root, cfg.masks_dir), exts, unlisted_masks)
     stems = sorted(set(images) & set(masks))
     if not stems:
         raise SourceError(f"no image in {cfg.root!r}/{cfg.images_dir} has a mask with the same stem in "
