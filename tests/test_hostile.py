@@ -135,7 +135,9 @@ TASK_SCRIPT = textwrap.dedent("""
     report = write_shard(ShardTask.of_items(0, 0, listing.root, items),
                          WriteOptions(out={out!r}, transform=TransformConfig(resize_shorter=256),
                                       storage=StorageConfig(encoding="jpeg")))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: this process's own peak. ru_maxrss would also count the parent's peak at the fork (Linux
+    # keeps it across exec), so a big pytest process would show as this task's memory.
+    peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print(json.dumps(dict(count=report.entry.count, errors=[e.to_json() for e in report.errors], peak=peak)))
 """)
 
