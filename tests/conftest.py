@@ -9,26 +9,16 @@ carries ``@pytest.mark.ray`` itself.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 
 import pytest
 
 from helpers import Tree, job, make_tree
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from lmdbshard.benchmark.s3server import free_port, start_server, stop_server
 
 #: The local S3 server's address, in the environment before any Ray cluster starts, so that its
 #: workers (and every job run in a subprocess) reach the same server. Nothing here talks to AWS.
-S3_PORT = _free_port()
+S3_PORT = free_port()
 os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}", AWS_ACCESS_KEY_ID="lmdbshard-test",
                   AWS_SECRET_ACCESS_KEY="lmdbshard-test", AWS_DEFAULT_REGION="us-east-1")
 os.environ.pop("AWS_ENDPOINT_URL_S3", None)
@@ -74,21 +64,12 @@ def demo_out(ray_local, tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-protocol server on localhost (moto's server mode), for the whole session; its endpoint."""
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(S3_PORT)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", S3_PORT), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("the local S3 server (python -m moto.server) did not start")
-            time.sleep(0.1)
+    try:
+        proc = start_server(S3_PORT)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield os.environ["AWS_ENDPOINT_URL"]
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop_server(proc)
 
 
 @pytest.fixture
