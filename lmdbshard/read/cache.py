@@ -51,6 +51,7 @@ LOCK_SUFFIX = ".lock"
 DOWNLOADS_LOG = "downloads.log"
 DOWNLOAD_CHUNK = 64 << 20   # bytes per request (and in memory) while downloading
 PIN_ATTEMPTS = 5   # a copy evicted between its download and the reader's shared lock is fetched again
+RETRY_S = 0.01     # between looks at a copy whose lock another process holds
 
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -144,17 +145,27 @@ def pin(f: CachedFile) -> Pin:
     lock_path = f.path + LOCK_SUFFIX
     os.makedirs(os.path.dirname(lock_path), exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fetched = 0
     try:
-        for _ in range(PIN_ATTEMPTS):
-            fcntl.flock(fd, fcntl.LOCK_SH)
+        while fetched < PIN_ATTEMPTS:
+            fcntl.flock(fd, fcntl.LOCK_SH)   # waits while another process downloads (it holds the lock exclusively)
             if _present(f, fd):
                 _touch(lock_path)
                 return Pin(fd, lock_path)
             fcntl.flock(fd, fcntl.LOCK_UN)
-            fcntl.flock(fd, fcntl.LOCK_EX)   # one downloader; the others wait here, then find the copy
-            if not _present(f, fd):
+            # Never wait for the exclusive lock: a reader that pins the copy just downloaded by another
+            # process would hold its shared lock for as long as it reads, and the wait would never end.
+            # Held: another process downloads (the shared lock above waits for it), or readers hold an
+            # older copy (wait until they let go); either way, look again.
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                time.sleep(RETRY_S)
+                continue
+            if not _present(f, fd):   # one downloader at a time
                 os.ftruncate(fd, 0)   # the lock file records which shard the copy is (see _present): none now
                 _fetch(f)
+                fetched += 1
                 os.pwrite(fd, f.version.encode(), 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     except BaseException:
