@@ -14,7 +14,7 @@ node (DataLoader workers, ranks, Ray tasks) may share one cache: each shard's lo
 coordinates them with ``fcntl.flock``.
 
 - **Downloaded once.** A reader that finds no copy takes the lock exclusively and downloads
-  (``<file>.download-<pid>``, size and, when the manifest has it, sha256 checked, then renamed
+  (``<file>.partial-<pid>``, size and, when the manifest has it, sha256 checked, then renamed
   into place); the others wait for the lock, then find the copy there.
 - **Checked on open.** A copy whose size differs from the manifest's, or downloaded for another
   records checksum (the lock file records the one of its download), is downloaded again.
@@ -194,42 +194,32 @@ def _fetch(f: CachedFile) -> None:
     ones. No fsync: a copy can be fetched again. After a power loss, a copy cut short has the wrong size and
     is downloaded again; one whose bytes were lost at its full size reads as a damaged local shard would (the
     structure check before mapping, ``lmdbshard verify``): delete it to download it again."""
-    for stale in glob.glob(glob.escape(f.path) + ".download*"):   # left by a killed downloader
+    for stale in glob.glob(glob.escape(f.path + objects.PARTIAL) + "*"):   # left by a killed downloader
         os.remove(stale)
     if f.limit is not None:
         evict(f.cache_dir, f.limit, need=f.bytes)
-    tmp = f"{f.path}.download-{os.getpid()}"
     start = time.monotonic()
-    try:
-        problem = _download(f, tmp)
-        if problem:
-            raise ShardError(f"{f.url} {problem}: the object changed after the manifest was written, or is "
-                             "damaged; rerun the conversion into that URL to rebuild it")
-        os.replace(tmp, f.path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    digest = hashlib.sha256() if f.sha256 else None
+    with ThreadPoolExecutor(1, "lmdbshard-hash") as hasher:
+        def check(n: int) -> None:
+            hasher.shutdown(wait=True)   # every chunk hashed
+            problem = _problem(f, n, digest)
+            if problem:
+                raise ShardError(f"{f.url} {problem}: the object changed after the manifest was written, or is "
+                                 "damaged; rerun the conversion into that URL to rebuild it")
+
+        # each chunk hashed on the thread while it is written and the next one downloads (hashlib releases
+        # the GIL); measured: filling a mapped file instead cost 1.5x the time, a page fault per page
+        objects.download(f.url, f.path, DOWNLOAD_CHUNK, check=check, durable=False,
+                         on_chunk=None if digest is None else lambda data: hasher.submit(digest.update, data))
     seconds = time.monotonic() - start
     with open(os.path.join(f.folder, DOWNLOADS_LOG), "a") as out:   # one short append: whole lines
         out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {os.getpid()} {os.path.relpath(f.path, f.folder)} "
                   f"{f.bytes} {seconds:.4f}\n")
 
 
-def _download(f: CachedFile, tmp: str) -> Optional[str]:
-    """Copy the object into ``tmp``, hashing each chunk on a thread while it is written and the next one
-    downloads (hashlib releases the GIL) when the manifest lists a sha256. What is wrong with the copy, or None. (Measured:
-    filling a mapped file instead cost 1.5x the time: a page fault per page.)"""
-    digest = hashlib.sha256() if f.sha256 else None
-    n = 0
-    with open(tmp, "wb") as out, ThreadPoolExecutor(1, "lmdbshard-hash") as hasher:
-        for data in objects.chunks(f.url, DOWNLOAD_CHUNK):
-            if digest is not None:
-                hasher.submit(digest.update, data)   # while this chunk is written and the next one downloads
-            out.write(data)
-            n += len(data)
+def _problem(f: CachedFile, n: int, digest) -> Optional[str]:
+    """What is wrong with a downloaded copy of ``n`` bytes whose sha256 is ``digest`` (None: not hashed)."""
     if n != f.bytes:
         return f"holds {n} bytes, but the manifest lists {f.bytes}"
     if digest is not None and digest.hexdigest() != f.sha256:

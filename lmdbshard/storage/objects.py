@@ -9,12 +9,14 @@ so a reader never sees half a file under the final name. Errors are ``OSError``s
 from __future__ import annotations
 
 import os
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from lmdbshard.storage.urls import filesystem, join
 
 #: Bytes moved per read or write call.
 CHUNK = 16 << 20
+#: A download in progress is ``<dest>.partial-<pid>``.
+PARTIAL = ".partial-"
 
 
 def size(url: str) -> Optional[int]:
@@ -79,17 +81,26 @@ def chunks(url: str, chunk: int = CHUNK) -> Iterator[bytes]:
             yield data
 
 
-def download(url: str, dest: str, chunk: int = CHUNK) -> int:
-    """Copy the object at ``url`` to the local file ``dest``, atomically; returns its size."""
-    tmp = f"{dest}.partial-{os.getpid()}"
+def download(url: str, dest: str, chunk: int = CHUNK, on_chunk: Optional[Callable[[bytes], object]] = None,
+             check: Optional[Callable[[int], object]] = None, durable: bool = True) -> int:
+    """Copy the object at ``url`` to the local file ``dest``, atomically; returns its size.
+
+    ``on_chunk(data)`` sees each chunk as it arrives; ``check(size)`` runs once every byte is written and
+    before the rename, and refuses the copy by raising. ``durable``: fsync the copy before the rename."""
+    tmp = f"{dest}{PARTIAL}{os.getpid()}"
     n = 0
     try:
         with open(tmp, "wb") as out:
             for data in chunks(url, chunk):
+                if on_chunk is not None:
+                    on_chunk(data)
                 out.write(data)
                 n += len(data)
-            out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        if check is not None:
+            check(n)
         os.replace(tmp, dest)
     except BaseException:
         try:
@@ -152,5 +163,5 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
-__all__ = ["CHUNK", "chunks", "download", "exists", "join", "listdir", "read_bytes", "remove", "size", "upload",
+__all__ = ["CHUNK", "PARTIAL", "chunks", "download", "exists", "join", "listdir", "read_bytes", "remove", "size", "upload",
            "walk", "write_bytes"]

@@ -39,7 +39,7 @@ def walk_files(url: str) -> list[str]:
     except OSError as exc:
         raise SourceError(f"{url!r} cannot be listed ({exc})") from None
     split = [rel.rpartition("/") for rel, _ in found]
-    return [f"{folder}/{name}" if folder else name for folder, _, name in sorted((f, s, n) for f, s, n in split)]
+    return [f"{folder}/{name}" if folder else name for folder, _, name in sorted(split)]
 
 
 def list_names(url: str) -> list[str]:
