@@ -75,7 +75,7 @@ def test_s3_to_s3_equals_a_local_conversion_byte_for_byte(s3_tree, bucket, local
         objects.download(join(out, entry["file"]), copy)
         with open(copy, "rb") as a, open(os.path.join(local, entry["file"]), "rb") as b:
             assert a.read() == b.read(), entry["file"]
-    assert not objects.exists(join(out, "convert.lock"))
+    assert not lock_objects(out)
     assert sorted(n for n, _ in objects.walk(join(out, "reports"))) == [f"shard-{k:06d}.json" for k in range(5)]
 
 
@@ -92,12 +92,18 @@ def test_a_deleted_shard_object_is_rebuilt_alone(s3_tree, bucket):
     assert {k: objects.read_bytes(join(out, f"shards/shard-{k:06d}.lmdb")) for k in range(5)} == shards
 
 
+def lock_objects(out: str) -> list[str]:
+    return [name for name, _, _ in objects.listdir(out) if name.startswith("convert.lock")]
+
+
 def test_a_second_driver_is_refused_by_the_lock_object(bucket):
     out = join(bucket, "locked")
-    with OutputLock(out):
+    with OutputLock(out) as held:
+        assert lock_objects(out) == [f"convert.lock.{held.holder.token}"]
         with pytest.raises(OutputLockedError, match="being written by another conversion"):
             OutputLock(out).acquire()
-    assert not objects.exists(join(out, "convert.lock"))
+        assert lock_objects(out) == [f"convert.lock.{held.holder.token}"]   # the refused driver left nothing
+    assert not lock_objects(out)
     with OutputLock(out) as lock:   # released: the next driver gets it
         assert lock.holder is not None
 
@@ -114,12 +120,13 @@ def test_of_two_drivers_writing_the_lock_object_at_once_one_proceeds(bucket):
         except OutputLockedError:
             outcomes.append("refused")
 
-    threads = [threading.Thread(target=take) for _ in range(2)]
+    threads = [threading.Thread(target=take) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(outcomes) == ["held", "refused"]
+    assert sorted(outcomes) == ["held", "refused", "refused", "refused"]
+    assert len(lock_objects(out)) == 1
 
 
 def test_a_bad_url_scheme_is_refused_before_any_work(tmp_path):
@@ -231,12 +238,14 @@ def test_a_dead_drivers_lock_object_from_this_host_is_taken_over(bucket):
     dead.wait()   # a pid that no longer runs
     objects.write_bytes(join(out, "convert.lock"), json.dumps(
         {"host": socket.gethostname(), "pid": dead.pid, "started": 1.0, "pid_start": None, "token": "old"}).encode())
-    with OutputLock(out) as lock:
-        assert json.loads(objects.read_bytes(join(out, "convert.lock")))["token"] == lock.holder.token
-    objects.write_bytes(join(out, "convert.lock"), json.dumps(
-        {"host": "another-host", "pid": 1, "started": 1.0, "pid_start": None, "token": "other"}).encode())
-    with pytest.raises(OutputLockedError, match="locked by pid 1 on host another-host"):
+    with OutputLock(out) as lock:   # the lock object of an earlier version, then a claim
+        assert lock_objects(out) == [f"convert.lock.{lock.holder.token}"]
+        assert json.loads(objects.read_bytes(lock.path))["token"] == lock.holder.token
+    objects.write_bytes(join(out, "convert.lock.c0ffee"), json.dumps(
+        {"host": "another-host", "pid": 1, "started": 1.0, "pid_start": None, "token": "c0ffee"}).encode())
+    with pytest.raises(OutputLockedError, match="locked by pid 1 on host another-host.*delete .*convert.lock.c0ffee"):
         OutputLock(out).acquire()
+    assert lock_objects(out) == ["convert.lock.c0ffee"]
 
 
 def test_a_shard_object_with_changed_bytes_fails_its_hash_and_is_rebuilt(s3_tree, bucket):

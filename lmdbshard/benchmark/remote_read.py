@@ -122,7 +122,7 @@ def _upload(root: str, url: str) -> str:
             path = os.path.join(folder, name)
             rel = os.path.relpath(path, root).split(os.sep)
             if rel[0] in ("shards", "manifest.json"):
-                objects.upload(path, join(url, *rel))
+                objects.upload(path, join(url, *rel), {"ACL": "public-read"})   # for the unsigned GET
     return url
 
 

@@ -51,12 +51,13 @@ def write_bytes(url: str, data: bytes) -> None:
         _call(url, "write", stream.close)
 
 
-def upload(local: str, url: str) -> int:
-    """Copy the local file ``local`` to ``url`` (multipart when large); returns the bytes sent."""
+def upload(local: str, url: str, metadata: Optional[dict[str, str]] = None) -> int:
+    """Copy the local file ``local`` to ``url`` (multipart when large); returns the bytes sent.
+    ``metadata``: pyarrow's object metadata, e.g. ``{"ACL": "public-read"}``."""
     fs, path = filesystem(url)
     sent = 0
     with open(local, "rb") as src:
-        stream = _call(url, "create", fs.open_output_stream, path, metadata={})
+        stream = _call(url, "create", fs.open_output_stream, path, metadata=metadata or {})
         try:
             while chunk := src.read(CHUNK):
                 stream.write(chunk)

@@ -78,7 +78,10 @@ def _make(scheme: str) -> Any:
     import pyarrow.fs as pafs
     if scheme == "gs":
         return pafs.GcsFileSystem(retry_time_limit=_retry_seconds())
-    options: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS)}
+    # allow_delayed_open: an object smaller than one part is sent as one PUT when closed, not as a
+    # multipart upload of three requests (large ones still go in parts).
+    options: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=MAX_ATTEMPTS),
+                               "allow_delayed_open": True}
     if _endpoint():
         options["endpoint_override"] = _endpoint()
     if _region():

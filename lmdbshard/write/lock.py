@@ -8,15 +8,15 @@ start time, against pid reuse), logs a line and takes the lock over. From anothe
 a driver cannot tell, so it refuses and says how to clear the lock by hand.
 
 On an object store (``out=s3://...``) there is no ``O_EXCL``, and pyarrow offers no conditional
-PUT, so the lock is a lock object with a protocol: refuse if ``convert.lock`` exists (naming its
-holder); else PUT it holding a random token, wait SETTLE_S, read it back, and go on only if it
-still holds our token (S3 reads are strongly consistent after a write: of two drivers that both
-wrote, the later write wins and the earlier driver reads the other's token and refuses). Its limit:
-a driver whose own check and PUT are more than SETTLE_S apart (a request stalled by retries) can
-overwrite a lock that another driver has already confirmed, and then both run. Starting two drivers
-on one output within the same few seconds is what the lock cannot always catch there; a driver
-started while another runs is refused. A stale lock of this host (its pid dead) is taken over as
-locally, by the same write-wait-read protocol.
+PUT. There a driver first lists the claims in ``out`` (``convert.lock.*``) and refuses, naming the
+holder, if there is one. Otherwise it writes its own claim, ``convert.lock.<token>`` (no other driver
+writes that key), and lists again: it holds the lock when its claim is the only one. Listing after a
+write is strongly consistent on S3 and GCS, so of two drivers whose claims overlap, the one that listed
+later sees both: two drivers never both see only their own. A driver that sees another claim deletes
+its own, waits a random moment (up to BACKOFF_S) and starts again; of two that started together, the
+first to come back takes the lock and the other is refused. Safety needs no timing assumption, and
+nothing waits in the common case: a listing, a PUT and a listing, then a DELETE at release. A stale
+claim of this host (its pid dead) is deleted and the protocol starts again.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import secrets
 import socket
 import time
@@ -35,8 +36,9 @@ from lmdbshard.storage import objects
 from lmdbshard.storage.urls import is_url, join
 
 LOCK_NAME = "convert.lock"
-#: Object stores: seconds between writing the lock object and reading it back (see above).
-SETTLE_S = 1.0
+#: Object stores: tries at the claim protocol, and the longest random wait between two (seconds).
+CLAIM_ATTEMPTS = 6
+BACKOFF_S = 0.5
 log = logging.getLogger("lmdbshard")
 
 
@@ -98,8 +100,15 @@ def _read(path: str) -> Optional[Holder]:
         return Holder("?", -1, os.path.getmtime(path) if local else 0.0, None, "")
 
 
+def is_lock(rel: str) -> bool:
+    """Whether ``rel`` (a name in ``out``) is the lock: the lock file, a claim object or a moved-aside stale lock."""
+    name = rel.rsplit("/", 1)[-1]
+    return name == LOCK_NAME or name.startswith(LOCK_NAME + ".")
+
+
 class OutputLock:
-    """``with OutputLock(out):`` holds ``out/convert.lock`` for the duration of a job."""
+    """``with OutputLock(out):`` holds ``out/convert.lock`` (an object store: our claim object) for the
+    duration of a job."""
 
     def __init__(self, root: str):
         self.root = root
@@ -108,8 +117,6 @@ class OutputLock:
         self.holder: Optional[Holder] = None
 
     def _create(self, me: Holder) -> bool:
-        if self.remote:
-            return _put_and_confirm(self.path, me, check_absent=True)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -122,6 +129,10 @@ class OutputLock:
 
     def acquire(self) -> None:
         me = Holder.me()
+        if self.remote:
+            self.path = self._claim(me)
+            self.holder = me
+            return
         for _ in range(3):
             if self._create(me):
                 self.holder = me
@@ -129,26 +140,46 @@ class OutputLock:
             other = _read(self.path)
             if other is None:       # released between our two looks: try again
                 continue
-            if other.host != me.host or other.pid < 0:
-                raise OutputLockedError(
-                    f"out {self.root!r} is locked by {other.describe()}: another conversion may be writing it; "
-                    f"wait for it, or if that driver is dead, delete {self.path} and rerun")
-            if other.alive():
-                raise OutputLockedError(
-                    f"out {self.root!r} is being written by another conversion, {other.describe()}; wait for "
-                    "it to finish (or stop it), then rerun")
+            self._refuse_unless_dead(other, self.path, me)
             self._take_over(other)
         raise OutputLockedError(f"could not take the lock {self.path}: other drivers keep taking it; rerun")
 
+    def _refuse_unless_dead(self, other: Holder, path: str, me: Holder) -> None:
+        """Raise OutputLockedError naming ``other`` unless it is a dead driver of this host."""
+        if other.host != me.host or other.pid < 0:
+            raise OutputLockedError(
+                f"out {self.root!r} is locked by {other.describe()}: another conversion may be writing it; "
+                f"wait for it, or if that driver is dead, delete {path} and rerun")
+        if other.alive():
+            raise OutputLockedError(
+                f"out {self.root!r} is being written by another conversion, {other.describe()}; wait for "
+                "it to finish (or stop it), then rerun")
+
+    def _claim(self, me: Holder) -> str:
+        """The claim protocol on an object store (module docstring); the URL of our claim once held."""
+        mine = join(self.root, f"{LOCK_NAME}.{me.token}")
+        for _ in range(CLAIM_ATTEMPTS):
+            others = self._claims()
+            if others:
+                other = _read(others[0])
+                if other is not None:
+                    self._refuse_unless_dead(other, others[0], me)
+                    objects.remove(others[0])
+                    log.warning("took over the lock of a dead conversion (%s) on %s", other.describe(), self.root)
+                continue
+            objects.write_bytes(mine, json.dumps(asdict(me)).encode())
+            if self._claims() == [mine]:
+                return mine
+            objects.remove(mine)   # claimed together with another driver: both step back
+            time.sleep(random.uniform(0.0, BACKOFF_S))
+        raise OutputLockedError(f"could not take the lock on {self.root}: other drivers keep claiming it; rerun")
+
+    def _claims(self) -> list[str]:
+        """URLs of the claim objects in ``out`` (and the lock object of an earlier version), sorted."""
+        return [join(self.root, name) for name, folder, _ in objects.listdir(self.root) if not folder and is_lock(name)]
+
     def _take_over(self, stale: Holder) -> None:
-        """Move a dead driver's lock aside; only the driver that moves the same stale lock wins.
-        On an object store: overwrite it if it is still the stale one (the next ``_create`` confirms)."""
-        if self.remote:
-            current = _read(self.path)
-            if current is not None and current.token == stale.token:
-                objects.remove(self.path)
-                log.warning("took over the lock of a dead conversion (%s) on %s", stale.describe(), self.root)
-            return
+        """Move a dead driver's lock file aside; only the driver that moves the same stale lock wins."""
         aside = f"{self.path}.stale.{os.getpid()}"
         try:
             os.rename(self.path, aside)
@@ -168,9 +199,12 @@ class OutputLock:
     def release(self) -> None:
         if self.holder is None:
             return
-        current = _read(self.path)
-        if current is not None and current.token == self.holder.token:
-            objects.remove(self.path) if self.remote else os.remove(self.path)
+        if self.remote:
+            objects.remove(self.path)   # our claim: nobody else writes its key
+        else:
+            current = _read(self.path)
+            if current is not None and current.token == self.holder.token:
+                os.remove(self.path)
         self.holder = None
 
     def __enter__(self) -> "OutputLock":
@@ -179,14 +213,3 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def _put_and_confirm(url: str, me: Holder, check_absent: bool) -> bool:
-    """The lock-object protocol: if no lock object exists, write ours, wait SETTLE_S and read it back;
-    True when it still holds our token (see the module docstring for the limit)."""
-    if check_absent and objects.exists(url):
-        return False
-    objects.write_bytes(url, json.dumps(asdict(me)).encode())
-    time.sleep(SETTLE_S)
-    current = _read(url)
-    return current is not None and current.token == me.token

@@ -16,7 +16,7 @@ from typing import Any
 from lmdbshard.errors import FormatError
 from lmdbshard.format.datum import label_filename
 from lmdbshard.format.record import MANIFEST_NAME, PARTIAL_SUFFIX, PLAN_NAME, REPORT_DIR, SHARD_DIR, shard_filename
-from lmdbshard.write.lock import LOCK_NAME
+from lmdbshard.write.lock import LOCK_NAME, is_lock
 from lmdbshard.write.report import ShardReport
 from lmdbshard.write.store import Store
 from lmdbshard.write.stored_listing import LISTING_NAME
@@ -105,11 +105,11 @@ def foreign_entry(store: Store, plan: Any = None) -> str | None:
     if not found:
         return None
     own = owned(store, plan)
-    return next((rel for rel in found if rel not in own and not scratchy(rel)), None)
+    return next((rel for rel in found if rel not in own and not scratchy(rel) and not is_lock(rel)), None)
 
 
 def clear(store: Store, plan: Any = None) -> None:
-    """Remove what lmdbshard's records here name (and leftovers), keeping our lock; nothing else."""
+    """Remove what lmdbshard's records here name (and leftovers), keeping the lock and claims; nothing else."""
     own = owned(store, plan) - {LOCK_NAME, SHARD_DIR, REPORT_DIR}
     for rel in entries(store):
         if rel in own or scratchy(rel):
