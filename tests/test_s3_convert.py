@@ -248,6 +248,27 @@ def test_a_dead_drivers_lock_object_from_this_host_is_taken_over(bucket):
     assert lock_objects(out) == ["convert.lock.c0ffee"]
 
 
+def test_on_a_cluster_the_resume_check_of_shard_objects_runs_as_ray_tasks(s3_tree, bucket, ray_local):
+    from lmdbshard.write.plan import make_plan
+    from lmdbshard.write.resume import OutputDir
+    from lmdbshard.write.runner import check_objects_on_ray
+    from lmdbshard.write.config import RayConfig
+    out = join(bucket, "cluster")
+    convert(job(s3_tree, out))
+    url = join(out, "shards/shard-000001.lmdb")
+    good = objects.read_bytes(url)
+    objects.write_bytes(url, good[:100] + bytes([good[100] ^ 1]) + good[101:])   # same size, one bit off
+    saved = json.loads(objects.read_bytes(join(out, "plan.json")))
+    plan = make_plan(saved["num_sources"], saved["seed"], saved["shard_size"])
+    kept, notes = OutputDir(out).complete_shards(plan, "checksum", object_checker=check_objects_on_ray)
+    assert sorted(r.index for r in kept) == [0, 2, 3, 4]
+    assert notes and notes[0].startswith("shard 1 failed its checksum check and is rebuilt")
+    # with ray.address (a cluster) the rerun's check runs on Ray (the test session's cluster is up already)
+    result = convert(job(s3_tree, out, ray=RayConfig(address="auto", max_in_flight=4)))
+    assert (result.shards_built, result.shards_reused) == (1, 4)
+    assert objects.read_bytes(url) == good
+
+
 def test_a_shard_object_with_changed_bytes_fails_its_hash_and_is_rebuilt(s3_tree, bucket):
     out = join(bucket, "out")
     convert(job(s3_tree, out))

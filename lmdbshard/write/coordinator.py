@@ -35,11 +35,13 @@ from lmdbshard.write.report import ReportSet, ShardReport, stage_seconds
 from lmdbshard.write.resume import OutputDir, identity_hash
 from lmdbshard.write.plan import Plan, make_plan
 from lmdbshard.write.progress import Progress, plural, stage_fractions, stage_shares
-from lmdbshard.write.runner import check_shards_on_ray, pickle_for_workers, ray_session, run_shards
+from lmdbshard.write.runner import (check_objects_on_ray, check_shards_on_ray, pickle_for_workers, ray_session,
+                                    run_shards)
 from lmdbshard.write.task import STAGES, ItemTable, ShardTask, WriteOptions
 from lmdbshard.write.sources import list_source
 from lmdbshard.write.sources.python import PythonSource, python_source
 from lmdbshard.read.verify import check_shards
+from lmdbshard.write.object_check import check_objects
 from lmdbshard.storage.urls import check_url, is_url
 
 log = logging.getLogger("lmdbshard")
@@ -193,8 +195,10 @@ def _reuse(job: Job) -> tuple[ReportSet, float]:
     for w in listing.warnings:
         log.warning("%s", w)
     t = time.monotonic()   # the check: Ray tasks spread over a cluster's nodes, or driver threads
+    on_ray = _checks_on_ray(job)
     reports, notes = job.output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), job.record_format,
-                                                check_shards_on_ray if _checks_on_ray(job) else check_shards)
+                                                check_shards_on_ray if on_ray else check_shards,
+                                                check_objects_on_ray if on_ray else check_objects)
     if reports:
         log.info("kept %s from an earlier run (checked by %s in %.1f s); %d to build",
                  plural(len(reports), "complete shard"), cfg.resume_check, time.monotonic() - t, plan.num_shards - len(reports))
@@ -205,7 +209,7 @@ def _reuse(job: Job) -> tuple[ReportSet, float]:
 
 def _checks_on_ray(job: Job) -> bool:   # a rerun's check, on a cluster (ray.address given)
     return (job.cfg.ray.address is not None and job.cfg.resume_check != "size"
-            and not job.output.store.remote and job.output.has_plan() and not job.cfg.overwrite)
+            and job.output.has_plan() and not job.cfg.overwrite)
 
 
 def _run(job: Job, reports: ReportSet) -> RunTimes:

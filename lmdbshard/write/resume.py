@@ -217,13 +217,15 @@ class OutputDir:
         return not self.store.remote and self.store.isdir(f"{SHARD_DIR}/{shard_filename(index)}")
 
     def complete_shards(self, plan: Plan, check: str = "checksum", rebuild: Iterable[int] = (),
-                        record_format: str = RECORD_FORMAT, checker=check_shards) -> tuple[ReportSet, list[str]]:
+                        record_format: str = RECORD_FORMAT, checker=check_shards,
+                        object_checker=check_objects) -> tuple[ReportSet, list[str]]:
         """Reports of the shards a rerun may keep, and why others are redone.
 
         A shard is kept when its report names this plan and its file is there and, unless ``check`` is
         ``size``, it passes ``verify.check_shard``: ``checksum`` hashes the file against the report's
         ``file_sha256`` (walks the records if an older report lacks it); ``full`` decodes every record.
-        Never shards in ``rebuild``. ``checker`` (``verify.check_shards``'s signature): driver threads, or Ray.
+        Never shards in ``rebuild``. ``checker`` (``verify.check_shards``'s signature) and, on an object
+        store, ``object_checker`` (``object_check.check_objects``'s): driver threads, or Ray.
         """
         rebuild = set(rebuild)
         digest = plan.digest()
@@ -241,7 +243,7 @@ class OutputDir:
         notes = [f"shard {k} is rebuilt on request (rebuild=...)" for k in sorted(rebuild)]
         problems = []
         if check != "size" and found and self.store.remote:
-            problems = check_objects(self.store, [r.entry for r in found.values()], LOOKUP_THREADS)
+            problems = object_checker(self.store, [r.entry for r in found.values()], LOOKUP_THREADS)
         elif check != "size" and found:
             entries = [r.entry for r in found.values()]
             shards, labels = expectations(self.root, entries, record_format, walk=check == "full")
