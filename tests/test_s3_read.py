@@ -218,6 +218,26 @@ def test_verify_of_a_url_reports_a_damaged_object(local_ds, bucket, tmp_path, ca
     assert "shard 2" in out and "FAILED" in out and "shard 1:" not in out
 
 
+def test_verify_of_a_url_hashes_a_fresh_download_once_and_a_kept_copy_again(remote_ds, tmp_path, monkeypatch):
+    from lmdbshard.format import filehash
+    from lmdbshard.read import verify as verifying
+    cache = str(tmp_path / "cache")
+    hashed: list[str] = []
+    real = filehash.hash_file
+    monkeypatch.setattr(verifying, "hash_file", lambda path: hashed.append(path) or real(path))
+    assert verifying.verify(remote_ds, cache_dir=cache).ok
+    assert hashed == [] and sorted(downloads(cache, remote_ds)) == shard_names()   # checked while downloading
+    copy = os.path.join(ShardCache(cache).folder(remote_ds), shard_names()[1])
+    with open(copy, "r+b") as f:   # the kept copy rots, in a value: the same size, its records still parse
+        f.seek(os.path.getsize(copy) - 5000)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    result = verifying.verify(remote_ds, cache_dir=cache)
+    assert len(hashed) == SHARDS and sorted(downloads(cache, remote_ds)) == shard_names()   # kept copies: hashed
+    assert result.broken_shards == [1]
+
+
 def test_ray_dataset_reads_a_url_through_each_node_cache(local_ds, remote_ds, tmp_path, ray_local):
     from lmdbshard import ray_dataset
     cache = str(tmp_path / "cache")

@@ -120,10 +120,12 @@ class ShardCache:
 
 
 class Pin:
-    """A shared lock on one cached copy: while any process holds one, the copy is neither evicted nor replaced."""
+    """A shared lock on one cached copy: while any process holds one, the copy is neither evicted nor replaced.
+    ``fetched``: this ``pin`` downloaded a copy (whose size and sha256 were checked as it arrived)."""
 
-    def __init__(self, fd: int, lock_path: str):
+    def __init__(self, fd: int, lock_path: str, fetched: bool = False):
         self._fd, self._lock_path = fd, lock_path
+        self.fetched = fetched
 
     def close(self) -> None:
         """Let go. Only the descriptor is closed, never ``LOCK_UN``: a forked child closing the descriptor
@@ -151,7 +153,7 @@ def pin(f: CachedFile) -> Pin:
             fcntl.flock(fd, fcntl.LOCK_SH)   # waits while another process downloads (it holds the lock exclusively)
             if _present(f, fd):
                 _touch(lock_path)
-                return Pin(fd, lock_path)
+                return Pin(fd, lock_path, fetched > 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             # Never wait for the exclusive lock: a reader that pins the copy just downloaded by another
             # process would hold its shared lock for as long as it reads, and the wait would never end.
