@@ -40,8 +40,6 @@ from lmdbshard.write.runner import (check_objects_on_ray, check_shards_on_ray, p
 from lmdbshard.write.task import STAGES, ItemTable, ShardTask, WriteOptions
 from lmdbshard.write.sources import list_source
 from lmdbshard.write.sources.python import PythonSource, python_source
-from lmdbshard.read.verify import check_shards
-from lmdbshard.write.object_check import check_objects
 from lmdbshard.storage.urls import check_url, is_url
 
 log = logging.getLogger("lmdbshard")
@@ -195,10 +193,8 @@ def _reuse(job: Job) -> tuple[ReportSet, float]:
     for w in listing.warnings:
         log.warning("%s", w)
     t = time.monotonic()   # the check: Ray tasks spread over a cluster's nodes, or driver threads
-    on_ray = _checks_on_ray(job)
-    reports, notes = job.output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), job.record_format,
-                                                check_shards_on_ray if on_ray else check_shards,
-                                                check_objects_on_ray if on_ray else check_objects)
+    ray_checks = dict(checker=check_shards_on_ray, object_checker=check_objects_on_ray) if _checks_on_ray(job) else {}
+    reports, notes = job.output.complete_shards(plan, cfg.resume_check, cfg.rebuild or (), job.record_format, **ray_checks)
     if reports:
         log.info("kept %s from an earlier run (checked by %s in %.1f s); %d to build",
                  plural(len(reports), "complete shard"), cfg.resume_check, time.monotonic() - t, plan.num_shards - len(reports))

@@ -18,7 +18,7 @@ from lmdbshard.read.verify import Problem
 from lmdbshard.storage import objects
 
 
-def check_objects(store, entries: Iterable[ShardEntry], threads: int) -> list[Problem]:
+def check_objects(entries: Iterable[ShardEntry], store, threads: int) -> list[Problem]:
     """Problems of the shard objects of ``entries`` (under ``store``'s root), in shard order."""
     entries = list(entries)
 

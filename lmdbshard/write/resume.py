@@ -243,7 +243,7 @@ class OutputDir:
         notes = [f"shard {k} is rebuilt on request (rebuild=...)" for k in sorted(rebuild)]
         problems = []
         if check != "size" and found and self.store.remote:
-            problems = object_checker(self.store, [r.entry for r in found.values()], LOOKUP_THREADS)
+            problems = object_checker([r.entry for r in found.values()], self.store, LOOKUP_THREADS)
         elif check != "size" and found:
             entries = [r.entry for r in found.values()]
             shards, labels = expectations(self.root, entries, record_format, walk=check == "full")

@@ -276,29 +276,24 @@ def check_shards_on_ray(expectations: list, decode: bool = True) -> tuple[int, l
     reachable from every node, as for writing them): up to four tasks per CPU, a few shards each, every
     task scanning its shards with read-ahead. Returns (records read, problems in shard order)."""
     from lmdbshard.read.verify import check_shards
-    results = _spread(check_shards, list(expectations), lambda part: (part, decode, 2))
-    return sum(n for n, _ in results), _in_shard_order(p for _, found in results for p in found)
+    results = _spread(check_shards, expectations, decode, 2)
+    return sum(n for n, _ in results), _by_shard(p for _, found in results for p in found)
 
 
-def check_objects_on_ray(store, entries: list, threads: int) -> list:
-    """``object_check.check_objects`` as Ray tasks spread over the cluster's nodes, so that a rerun into an
-    object store hashes the shard objects where the CPUs and network links are, not all through the
-    driver (10^8 samples are some 40,000 shards, terabytes). Returns the problems in shard order."""
+def check_objects_on_ray(entries: list, store, threads: int) -> list:
+    """``object_check.check_objects`` as Ray tasks spread over the nodes, each reading two objects at a
+    time: a rerun into an object store hashes the shard objects where the CPUs and network links are, not
+    all through the driver (10^8 samples are some 40,000 shards, terabytes). Problems in shard order."""
     from lmdbshard.write.object_check import check_objects
-    per_task = min(threads, 2)   # one object hashing while the next is read: the task holds one CPU
-    return _in_shard_order(p for found in _spread(check_objects, list(entries), lambda part: (store, part, per_task))
-                           for p in found)
+    return _by_shard(p for found in _spread(check_objects, entries, store, min(threads, 2)) for p in found)
 
 
-def _spread(fn: Callable, items: list, arguments: Callable[[list], tuple]) -> list:
-    """``fn(*arguments(some_items))`` as up to four Ray tasks per CPU of the cluster, every item in one
-    task, spread over the nodes; their results."""
-    if not items:
-        return []
+def _spread(fn: Callable, items: list, *args) -> list:
+    """``fn(some_items, *args)`` as up to four Ray tasks per CPU, spread over the nodes; their results."""
     tasks = min(len(items), 4 * max(1, int(ray.cluster_resources().get("CPU", 1))))
     remote = ray.remote(fn).options(num_cpus=1, scheduling_strategy="SPREAD", max_retries=3)
-    return ray.get([remote.remote(*arguments(items[i::tasks])) for i in range(tasks)])
+    return ray.get([remote.remote(items[i::tasks], *args) for i in range(tasks)])
 
 
-def _in_shard_order(problems) -> list:
-    return sorted(problems, key=lambda p: p.shard if p.shard is not None else -1)
+def _by_shard(problems) -> list:
+    return sorted(problems, key=lambda p: -1 if p.shard is None else p.shard)
