@@ -46,24 +46,15 @@ def shard_entries(doc: dict) -> list[dict]:
     return [{k: v for k, v in s.items()} for s in doc["shards"]]
 
 
-@pytest.fixture(scope="module")
-def local_reference(ray_local, tmp_path_factory):
-    """A local conversion of the test tree: (tree, out folder)."""
-    base = tmp_path_factory.mktemp("s3ref")
-    tree = make_tree(str(base / "src"))
-    convert(job(tree.root, str(base / "out")))
-    return tree, str(base / "out")
-
-
 @pytest.fixture
-def s3_tree(bucket, local_reference) -> str:
-    tree, _ = local_reference
+def s3_tree(bucket, demo_out) -> str:   # demo_out: conftest's local conversion of the same tree
+    tree, _ = demo_out
     upload_tree(tree.root, join(bucket, "src"))
     return join(bucket, "src")
 
 
-def test_s3_to_s3_equals_a_local_conversion_byte_for_byte(s3_tree, bucket, local_reference, tmp_path):
-    tree, local = local_reference
+def test_s3_to_s3_equals_a_local_conversion_byte_for_byte(s3_tree, bucket, demo_out, tmp_path):
+    tree, local = demo_out
     out = join(bucket, "out")
     result = convert(job(s3_tree, out))
     assert (result.images_written, result.shards_built) == (21, 5)
@@ -146,8 +137,8 @@ def test_caffe_datum_into_an_object_store_is_refused(bucket, tmp_path):
         convert(job(str(tmp_path), join(bucket, "out"), storage=StorageConfig(encoding="caffe_datum")))
 
 
-def test_a_missing_source_object_is_a_recorded_sample_error(s3_tree, bucket, local_reference, tmp_path):
-    tree, _ = local_reference
+def test_a_missing_source_object_is_a_recorded_sample_error(s3_tree, bucket, demo_out, tmp_path):
+    tree, _ = demo_out
     list_file = tmp_path / "list.txt"   # a file list may name objects that are not there
     list_file.write_text("".join(f"{rel} {label}\n" for rel, label in sorted(tree.files.items()))
                          + "cat/missing.jpg 0\n")
@@ -159,8 +150,8 @@ def test_a_missing_source_object_is_a_recorded_sample_error(s3_tree, bucket, loc
     assert error["path"] == "cat/missing.jpg" and "no object at" in error["reason"]
 
 
-def test_a_worker_killed_mid_upload_leaves_no_shard_counted_complete(s3_tree, bucket, local_reference, tmp_path):
-    _, local = local_reference
+def test_a_worker_killed_mid_upload_leaves_no_shard_counted_complete(s3_tree, bucket, demo_out, tmp_path):
+    _, local = demo_out
     out, scratch = join(bucket, "out"), str(tmp_path / "scratch")
     key = f"{out[len('s3://'):]}/shards/shard-000002.lmdb".encode()
     proxy = HoldingProxy(("127.0.0.1", int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])), key)
