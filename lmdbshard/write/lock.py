@@ -14,9 +14,10 @@ writes that key), and lists again: it holds the lock when its claim is the only 
 write is strongly consistent on S3 and GCS, so of two drivers whose claims overlap, the one that listed
 later sees both: two drivers never both see only their own. A driver that sees another claim deletes
 its own, waits a random moment (up to BACKOFF_S) and starts again; of two that started together, the
-first to come back takes the lock and the other is refused. Safety needs no timing assumption, and
-nothing waits in the common case: a listing, a PUT and a listing, then a DELETE at release. A stale
-claim of this host (its pid dead) is deleted and the protocol starts again.
+first to come back takes the lock and the other is refused (after CLAIM_ATTEMPTS collisions in a
+row, both are). Safety needs no timing assumption, and nothing waits in the common case: a listing,
+a PUT and a listing, then a DELETE at release. A stale claim of this host (its pid dead) is deleted
+and the protocol starts again.
 """
 
 from __future__ import annotations
