@@ -49,7 +49,7 @@ ENV_VAR = "LMDBSHARD_CACHE"
 DEFAULT_DIR = os.path.join("~", ".cache", "lmdbshard")
 LOCK_SUFFIX = ".lock"
 DOWNLOADS_LOG = "downloads.log"
-DOWNLOAD_CHUNK = 64 << 20   # bytes per request (and in memory) while downloading
+DOWNLOAD_CHUNK = 64 << 20   # bytes per request while downloading; two requests in memory at most
 PIN_ATTEMPTS = 5   # a copy evicted between its download and the reader's shared lock is fetched again
 RETRY_S = 0.01     # between looks at a copy whose lock another process holds
 

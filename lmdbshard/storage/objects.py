@@ -9,6 +9,7 @@ so a reader never sees half a file under the final name. Errors are ``OSError``s
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Optional
 
 from lmdbshard.storage.urls import filesystem, join
@@ -69,17 +70,28 @@ def upload(local: str, url: str, metadata: Optional[dict[str, str]] = None) -> i
     return sent
 
 
-def chunks(url: str, chunk: int = CHUNK) -> Iterator[bytes]:
-    """The object's bytes in order, ``chunk`` at a time (one ranged request each)."""
+def chunks(url: str, chunk: int = CHUNK) -> Iterator[memoryview]:
+    """The object's bytes in order, ``chunk`` at a time (one ranged request each), as views of buffers that
+    are not copied again. The next chunk's request runs on a thread while the caller uses this one (at most
+    two chunks in memory): a download writes and hashes while the next bytes arrive."""
     fs, path = filesystem(url)
-    with _call(url, "open", fs.open_input_file, path) as f:
-        total, offset = f.size(), 0
+    with _call(url, "open", fs.open_input_file, path) as f, ThreadPoolExecutor(1, "lmdbshard-get") as ahead:
+        total = f.size()
+
+        def get(offset: int):   # on the one thread: seek, then a buffer that is not copied into bytes
+            if offset >= total:
+                return None
+            f.seek(offset)
+            return _call(url, "read", f.read_buffer, min(chunk, total - offset))
+
+        offset, pending = 0, ahead.submit(get, 0)
         while offset < total:
-            data = _call(url, "read", f.read_at, min(chunk, total - offset), offset)
+            data = pending.result()
             if not data:
                 raise OSError(f"{url} ended at byte {offset} of {total} while being read")
             offset += len(data)
-            yield data
+            pending = ahead.submit(get, offset)
+            yield memoryview(data)
 
 
 def download(url: str, dest: str, chunk: int = CHUNK, on_chunk: Optional[Callable[[bytes], object]] = None,
