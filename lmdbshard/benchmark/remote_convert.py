@@ -4,8 +4,8 @@ The object store is a local S3 server (moto's server mode, ``s3server.local_s3``
 starts before Ray, when ``moto`` is importable, so that the tasks that upload shards inherit its
 address; else the section says it is skipped.
 The same conversion (``bench.shard_sizes``' last size, all workers) runs into a fresh local folder
-and into a fresh ``s3://`` prefix, interleaved, ``bench.repeats`` times; the median of each is
-compared (target: into s3:// at least 0.9x into a local folder).
+and into a fresh ``s3://`` prefix, taking turns at going first, ``bench.repeats`` times; the median of
+the per-repeat ratios is reported (target: into s3:// at least 0.9x into a local folder).
 
     python -m lmdbshard.benchmark.remote_convert /path/to/imagefolder [work folder] [repeats]   # this section alone
 """
@@ -63,7 +63,9 @@ class RemoteConversion:
     skipped: Optional[str] = None
 
     def ratio(self) -> float:
-        return statistics.median(self.local_s) / statistics.median(self.s3_s)
+        """The median of the per-repeat ratios: load from elsewhere on the machine moves both runs of a
+        repeat alike."""
+        return statistics.median(local / s3 for local, s3 in zip(self.local_s, self.s3_s))
 
     def conversion_rows(self) -> list[str]:
         if self.skipped:
@@ -95,7 +97,8 @@ def run_remote_conversion(base: ConvertConfig, work: str, repeats: int, server: 
     for i in range(repeats):
         shutil.rmtree(local, ignore_errors=True)
         url = f"{bucket}/convert-{i}"
-        for out, times in ((local, found.local_s), (url, found.s3_s)):
+        pair = ((local, found.local_s), (url, found.s3_s))
+        for out, times in (pair if i % 2 == 0 else pair[::-1]):   # each goes first as often
             t, cpu = time.perf_counter(), server_cpu_s(endpoint)
             result = convert(dataclasses.replace(base, out=out))
             times.append(time.perf_counter() - t)
