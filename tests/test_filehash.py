@@ -119,3 +119,23 @@ def test_reports_without_file_sha256_resume_by_their_records(copy, ray_local, ca
     m = load_manifest(out)
     assert [e.file_sha256 is not None for e in m.shards] == [False, True, False, False, False]
     assert stored_items(out) == before and verify(out).ok
+
+
+def test_the_compact_copy_hashes_exactly_the_bytes_it_writes(tmp_path):
+    from lmdbshard.write.writer import PIPE_BYTES, compact_copy
+    env = lmdb.open(str(tmp_path / "src.lmdb"), subdir=False, map_size=1 << 30, lock=False)
+    with env.begin(write=True) as txn:   # several pipe blocks, with a freed page or two to compact away
+        for i in range(300):
+            txn.put(b"%08d" % i, os.urandom(20_000))
+        txn.delete(b"%08d" % 7)
+    reference = str(tmp_path / "reference")
+    with open(reference, "wb") as f:
+        env.copyfd(f.fileno(), compact=True)
+    assert os.path.getsize(reference) > 3 * PIPE_BYTES
+    with open(tmp_path / "copy", "wb") as f:
+        size, sha = compact_copy(env, f.fileno())
+    assert open(tmp_path / "copy", "rb").read() == open(reference, "rb").read()
+    assert (size, sha) == (os.path.getsize(reference), _sha(reference))
+    with open(tmp_path / "copy", "rb") as f, pytest.raises(OSError):   # a write that fails stops the copy too
+        compact_copy(env, f.fileno())
+    env.close()

@@ -5,14 +5,16 @@
 next to the output as ``*.partial``, fsyncs it and renames it into place: a crash at any point
 leaves no file under the final name. In Caffe Datum mode each LMDB is published as an environment
 directory holding ``data.mdb`` (what Caffe and DALI's caffe reader open), the same way: the copy
-goes into a ``*.partial`` directory, which is fsynced and renamed. Each published data file is then
-hashed whole (``file_sha256``, read back from page cache), so that a resume check is one sequential
-read of the file (docs/FORMAT.md §6). A full disk becomes one
+goes into a ``*.partial`` directory, which is fsynced and renamed. Each published data file is
+hashed whole (``file_sha256``) as the copy is written, so that a resume check is one sequential read
+of the file (docs/FORMAT.md §6). A full disk becomes one
 ``DiskFullError`` line naming the shard, the space it needs and the space free.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -20,6 +22,7 @@ import socket
 import tempfile
 import threading
 import time
+from contextlib import suppress
 from typing import Callable, Optional
 
 import lmdb
@@ -27,7 +30,6 @@ import lmdb
 from lmdbshard.write.atomic import disk_full_message, free_bytes, is_disk_full, publishing, publishing_dir
 from lmdbshard.format.datum import label_filename
 from lmdbshard.errors import DiskFullError, ShardError
-from lmdbshard.format.filehash import hash_file
 from lmdbshard.format.manifest import ShardEntry
 from lmdbshard.storage import objects
 from lmdbshard.storage.urls import filesystem, is_url, join
@@ -35,6 +37,7 @@ from lmdbshard.format.record import LMDB_DATA_FILE, SHARD_DIR, RecordHasher, enc
 
 BATCH_BYTES = 32 << 20     # one write transaction holds about this much
 BATCH_RECORDS = 4096
+PIPE_BYTES = 1 << 20       # the compact copy's blocks: its pipe's size and the hash's reads
 INITIAL_MAP = 64 << 30     # address space only (no writemap); doubles on MapFullError, which no real shard meets
 
 
@@ -91,14 +94,52 @@ class ShardBuilder:
         try:
             self.env.set_mapsize(self.used_bytes())   # the copy's meta records it: one value for one set of records
             with publishing_dir(final, LMDB_DATA_FILE) if directory else publishing(final) as fd:
-                self.env.copyfd(fd, compact=True)
+                size, sha256 = compact_copy(self.env, fd)
         except (lmdb.Error, OSError) as exc:
             raise _storage_error(exc, self.index, f"copying it to {final}", folder, self.used_bytes(), "") from exc
-        data = os.path.join(final, LMDB_DATA_FILE) if directory else final
-        return os.path.getsize(data), hash_file(data)   # the bytes just written: still in page cache
+        return size, sha256
 
     def close(self) -> None:
         self.env.close()
+
+
+def compact_copy(env: lmdb.Environment, fd: int) -> tuple[int, str]:
+    """Compact-copy ``env`` into the file ``fd``; returns the bytes written and their SHA-256.
+
+    LMDB writes the copy into a pipe, and this thread hashes each block and writes it to ``fd``, so the
+    hash needs no second read of the file and runs while LMDB walks the tree. Measured on an 86 MB shard:
+    copy, fsync and hash 0.29-0.35 s before (the hash a separate read), 0.17-0.20 s this way."""
+    r, w = os.pipe()
+    with suppress(AttributeError, OSError):   # Linux: fewer, larger blocks through the pipe
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    failed: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            env.copyfd(w, compact=True)
+        except BaseException as exc:   # re-raised by the caller's thread below
+            failed.append(exc)
+        finally:
+            os.close(w)
+
+    copier = threading.Thread(target=copy, name=f"lmdbshard-copy-{os.getpid()}", daemon=True)
+    copier.start()
+    digest, size = hashlib.sha256(), 0
+    buf = bytearray(PIPE_BYTES)
+    view = memoryview(buf)
+    try:
+        with open(r, "rb", buffering=0) as pipe:   # closed on the way out: a copy still writing gets EPIPE
+            while n := pipe.readinto(buf):
+                digest.update(view[:n])
+                done = 0
+                while done < n:
+                    done += os.write(fd, view[done:n])
+                size += n
+    finally:
+        copier.join()
+    if failed:
+        raise failed[0]
+    return size, digest.hexdigest()
 
 
 def _storage_error(exc: BaseException, index: int, doing: str, folder: str, needed: int, hint: str) -> BaseException:
