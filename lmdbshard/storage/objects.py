@@ -94,7 +94,7 @@ def chunks(url: str, chunk: int = CHUNK) -> Iterator[memoryview]:
             yield memoryview(data)
 
 
-def download(url: str, dest: str, chunk: int = CHUNK, on_chunk: Optional[Callable[[bytes], object]] = None,
+def download(url: str, dest: str, chunk: int = CHUNK, on_chunk: Optional[Callable[[memoryview], object]] = None,
              check: Optional[Callable[[int], object]] = None, durable: bool = True) -> int:
     """Copy the object at ``url`` to the local file ``dest``, atomically; returns its size.
 
