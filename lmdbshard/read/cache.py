@@ -36,7 +36,6 @@ import logging
 import os
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
@@ -49,7 +48,7 @@ ENV_VAR = "LMDBSHARD_CACHE"
 DEFAULT_DIR = os.path.join("~", ".cache", "lmdbshard")
 LOCK_SUFFIX = ".lock"
 DOWNLOADS_LOG = "downloads.log"
-DOWNLOAD_CHUNK = 64 << 20   # bytes per request while downloading; two requests in memory at most
+DOWNLOAD_CHUNK = 64 << 20   # bytes per request while downloading; two chunks in memory at most
 PIN_ATTEMPTS = 5   # a copy evicted between its download and the reader's shared lock is fetched again
 RETRY_S = 0.01     # between looks at a copy whose lock another process holds
 
@@ -202,18 +201,17 @@ def _fetch(f: CachedFile) -> None:
         evict(f.cache_dir, f.limit, need=f.bytes)
     start = time.monotonic()
     digest = hashlib.sha256() if f.sha256 else None
-    with ThreadPoolExecutor(1, "lmdbshard-hash") as hasher:
-        def check(n: int) -> None:
-            hasher.shutdown(wait=True)   # every chunk hashed
-            problem = _problem(f, n, digest)
-            if problem:
-                raise ShardError(f"{f.url} {problem}: the object changed after the manifest was written, or is "
-                                 "damaged; rerun the conversion into that URL to rebuild it")
 
-        # each chunk hashed on the thread while it is written and the next one downloads (hashlib releases
-        # the GIL); measured: filling a mapped file instead cost 1.5x the time, a page fault per page
-        objects.download(f.url, f.path, DOWNLOAD_CHUNK, check=check, durable=False,
-                         on_chunk=None if digest is None else lambda data: hasher.submit(digest.update, data))
+    def check(n: int) -> None:
+        problem = _problem(f, n, digest)
+        if problem:
+            raise ShardError(f"{f.url} {problem}: the object changed after the manifest was written, or is "
+                             "damaged; rerun the conversion into that URL to rebuild it")
+
+    # each chunk is hashed and written while the next one downloads (objects.chunks reads one ahead): two
+    # chunks in memory at most. Measured: filling a mapped file instead cost 1.5x the time, a page fault per page
+    objects.download(f.url, f.path, DOWNLOAD_CHUNK, check=check, durable=False,
+                     on_chunk=None if digest is None else digest.update)
     seconds = time.monotonic() - start
     with open(os.path.join(f.folder, DOWNLOADS_LOG), "a") as out:   # one short append: whole lines
         out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {os.getpid()} {os.path.relpath(f.path, f.folder)} "
