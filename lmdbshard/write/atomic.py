@@ -121,13 +121,17 @@ def write_json_atomic(path: str, obj: Any) -> None:
     write_bytes_atomic(path, json_bytes(obj))
 
 
+def write_all(fd: int, view: memoryview) -> None:
+    """Write every byte of ``view`` to ``fd`` (``os.write`` may write fewer than asked)."""
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Publish ``data`` as the file ``path`` (``publishing``); a full disk is one ``DiskFullError`` line."""
     try:
         with publishing(path) as fd:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, memoryview(data))
     except OSError as exc:
         if is_disk_full(exc):
             raise DiskFullError(disk_full_message(os.path.dirname(os.path.abspath(path)),

@@ -27,7 +27,8 @@ from typing import Callable, Optional
 
 import lmdb
 
-from lmdbshard.write.atomic import disk_full_message, free_bytes, is_disk_full, publishing, publishing_dir
+from lmdbshard.write.atomic import (disk_full_message, free_bytes, is_disk_full, publishing, publishing_dir,
+                                    write_all)
 from lmdbshard.format.datum import label_filename
 from lmdbshard.errors import DiskFullError, ShardError
 from lmdbshard.format.manifest import ShardEntry
@@ -131,9 +132,7 @@ def compact_copy(env: lmdb.Environment, fd: int) -> tuple[int, str]:
         with open(r, "rb", buffering=0) as pipe:   # closed on the way out: a copy still writing gets EPIPE
             while n := pipe.readinto(buf):
                 digest.update(view[:n])
-                done = 0
-                while done < n:
-                    done += os.write(fd, view[done:n])
+                write_all(fd, view[:n])
                 size += n
     finally:
         copier.join()
