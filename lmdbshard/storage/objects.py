@@ -72,8 +72,9 @@ def upload(local: str, url: str, metadata: Optional[dict[str, str]] = None) -> i
 
 def chunks(url: str, chunk: int = CHUNK) -> Iterator[memoryview]:
     """The object's bytes in order, ``chunk`` at a time (one ranged request each), as views of buffers that
-    are not copied again. The next chunk's request runs on a thread while the caller uses this one (at most
-    two chunks in memory): a download writes and hashes while the next bytes arrive."""
+    are not copied again. The next chunk's request runs on a thread while the caller uses this one: a download
+    writes and hashes while the next bytes arrive. At most two chunks are in memory when the caller drops each
+    one before asking for the next."""
     fs, path = filesystem(url)
     with _call(url, "open", fs.open_input_file, path) as f, ThreadPoolExecutor(1, "lmdbshard-get") as ahead:
         total = f.size()
@@ -109,6 +110,7 @@ def download(url: str, dest: str, chunk: int = CHUNK, on_chunk: Optional[Callabl
                     on_chunk(data)
                 out.write(data)
                 n += len(data)
+                del data   # let go before asking for the next chunk: two chunks in memory, never three
             if durable:
                 out.flush()
                 os.fsync(out.fileno())
