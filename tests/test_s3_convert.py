@@ -6,6 +6,7 @@ entries and byte-identical shard files. Resume, the lock and bad input behave as
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import glob
 import json
@@ -21,6 +22,10 @@ from lmdbshard import SourceConfig, convert
 from lmdbshard.errors import ConfigError
 from lmdbshard.storage import objects
 from lmdbshard.storage.urls import join
+from lmdbshard.write.plan import make_plan
+from lmdbshard.write.resume import OutputDir
+from lmdbshard.write.sources import list_source
+from lmdbshard.write.store import ObjectStore
 from lmdbshard.write.lock import OutputLock, OutputLockedError
 
 from helpers import job, make_tree
@@ -272,3 +277,50 @@ def test_a_shard_object_with_changed_bytes_fails_its_hash_and_is_rebuilt(s3_tree
     assert (result.shards_built, result.shards_reused) == (1, 4)
     assert objects.read_bytes(url) == good
     assert all(e.get("file_sha256") for e in manifest(out)["shards"])
+
+
+class CountingStore(ObjectStore):
+    """The real object store, counting the operations (each one request or more) that the output's
+    checks make, by kind and path."""
+
+    def __init__(self, root: str):
+        super().__init__(root)
+        self.calls: collections.Counter = collections.Counter()
+
+    def listdir(self, rel: str = "") -> list[str]:
+        self.calls["list", rel] += 1
+        return super().listdir(rel)
+
+    def read_bytes(self, rel: str) -> bytes:
+        self.calls["read", rel] += 1
+        return super().read_bytes(rel)
+
+    def size(self, rel: str):
+        self.calls["size", rel] += 1
+        return super().size(rel)
+
+
+def checked_output(cfg) -> CountingStore:
+    """A driver's look at ``cfg.out`` before its shards run (prepare, then the resume check), counted."""
+    listing = list_source(cfg.source)
+    plan = make_plan(len(listing), cfg.seed, cfg.shard_size)
+    output = OutputDir(cfg.out)
+    output.store = CountingStore(cfg.out)
+    output.prepare(cfg, listing, plan)
+    output.complete_shards(plan, "size")
+    return output.store
+
+
+def test_the_output_is_listed_once_and_each_report_read_once_before_a_job(s3_tree, bucket):
+    # every request before the first shard runs is start-up time, and a rerun of a 40,000-shard job
+    # reads 40,000 reports: what was listed or read once is not asked for again
+    cfg = job(s3_tree, join(bucket, "out"))
+    new = checked_output(cfg)
+    assert new.calls == {("list", ""): 1}   # a new prefix: one listing, nothing looked up
+    convert(cfg)
+    rerun = checked_output(cfg)
+    assert {k: n for k, n in rerun.calls.items() if k[0] == "list"} == {("list", ""): 1, ("list", "shards"): 1,
+                                                                        ("list", "reports"): 1}
+    reads = [rel for kind, rel in rerun.calls if kind == "read"]
+    assert sorted(reads) == ["manifest.json", "plan.json"] + [f"reports/shard-{k:06d}.json" for k in range(5)]
+    assert all(n == 1 for n in rerun.calls.values() if n)   # nothing twice

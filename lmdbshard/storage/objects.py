@@ -144,6 +144,16 @@ def walk(url: str) -> list[tuple[str, int]]:
     return sorted((i.path[cut:], i.size) for i in infos if i.type == pafs.FileType.File)
 
 
+def delete(url: str) -> None:
+    """Delete the one object at ``url`` (a key, not a prefix), without first looking up what it is;
+    a missing one is no error."""
+    fs, path = filesystem(url)
+    try:
+        _call(url, "delete", fs.delete_file, path)
+    except FileNotFoundError:
+        pass
+
+
 def remove(url: str) -> None:
     """Delete the object at ``url``, or every object below the prefix ``url``; a missing one is no error."""
     import pyarrow.fs as pafs
@@ -178,5 +188,5 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
-__all__ = ["CHUNK", "PARTIAL", "chunks", "download", "exists", "join", "listdir", "read_bytes", "remove", "size", "upload",
+__all__ = ["CHUNK", "PARTIAL", "chunks", "delete", "download", "exists", "join", "listdir", "read_bytes", "remove", "size", "upload",
            "walk", "write_bytes"]

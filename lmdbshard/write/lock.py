@@ -165,13 +165,13 @@ class OutputLock:
                 other = _read(others[0])
                 if other is not None:
                     self._refuse_unless_dead(other, others[0], me)
-                    objects.remove(others[0])
+                    objects.delete(others[0])
                     log.warning("took over the lock of a dead conversion (%s) on %s", other.describe(), self.root)
                 continue
             objects.write_bytes(mine, json.dumps(asdict(me)).encode())
             if self._claims() == [mine]:
                 return mine
-            objects.remove(mine)   # claimed together with another driver: both step back
+            objects.delete(mine)   # claimed together with another driver: both step back
             time.sleep(random.uniform(0.0, BACKOFF_S))
         raise OutputLockedError(f"could not take the lock on {self.root}: other drivers keep claiming it; rerun")
 
@@ -201,7 +201,7 @@ class OutputLock:
         if self.holder is None:
             return
         if self.remote:
-            objects.remove(self.path)   # our claim: nobody else writes its key
+            objects.delete(self.path)   # our claim: nobody else writes its key
         else:
             current = _read(self.path)
             if current is not None and current.token == self.holder.token:

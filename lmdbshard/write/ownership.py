@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Optional
 
 from lmdbshard.errors import FormatError
 from lmdbshard.format.datum import label_filename
@@ -47,14 +47,20 @@ def load_json(store: Store, rel: str) -> Any:
     return json.loads(store.read_bytes(rel))
 
 
-def owned(store: Store, plan: Any = None) -> set[str]:
+def owned(store: Store, plan: Any = None, found: Optional[list[str]] = None,
+          loaded: Optional[dict[int, ShardReport]] = None) -> set[str]:
     """Paths (relative to the root, '/' separators) that lmdbshard's records here name: the plan, the
     manifest, the lock, and the reports and shard files of every shard the plan or a record names.
-    ``plan``: the plan document when already read (it is large for big datasets)."""
+    ``plan``: the plan document when already read (it is large for big datasets); ``found``: ``entries``
+    when already listed (then records it does not hold are not looked up); ``loaded``: filled with the
+    reports read on the way, by shard index, for a caller that reads them next."""
     own = {PLAN_NAME, LISTING_NAME, MANIFEST_NAME, LOCK_NAME, SHARD_DIR, REPORT_DIR}
     indices: set[int] = set()
     files: set[str] = set()
+    present = None if found is None else set(found)
     for rel in (PLAN_NAME, MANIFEST_NAME):
+        if present is not None and rel not in present and not (rel == PLAN_NAME and plan is not None):
+            continue
         try:
             doc = plan if rel == PLAN_NAME and plan is not None else load_json(store, rel)
         except (OSError, ValueError):
@@ -65,7 +71,7 @@ def owned(store: Store, plan: Any = None) -> set[str]:
             if isinstance(entry, dict) and type(entry.get("index")) is int:
                 indices.add(entry["index"])
                 files.update(f for f in (entry.get("file"), entry.get("label_file")) if isinstance(f, str))
-    listed = set(store.listdir(REPORT_DIR))
+    listed = set(store.listdir(REPORT_DIR)) if present is None else reports_in(found)
     for k in indices:
         own.add(report_rel(k))
         own.add(f"{SHARD_DIR}/{shard_filename(k)}")
@@ -73,10 +79,12 @@ def owned(store: Store, plan: Any = None) -> set[str]:
 
     def named(k: int) -> tuple[str | None, ...]:
         try:
-            entry = load_report(store, k).entry
+            report = load_report(store, k)
         except (OSError, FormatError):
             return ()
-        return entry.file, entry.label_file
+        if loaded is not None:
+            loaded[k] = report
+        return report.entry.file, report.entry.label_file
 
     # an object store answers each read over the network: many at once
     with ThreadPoolExecutor(max_workers=LOOKUP_THREADS if store.remote else 1) as pool:
@@ -86,11 +94,20 @@ def owned(store: Store, plan: Any = None) -> set[str]:
 
 
 def entries(store: Store) -> list[str]:
-    """Everything in the root and in its shards/ and reports/ folders, relative, '/' separators."""
-    found = []
-    for folder in ("", SHARD_DIR, REPORT_DIR):
-        found += [f"{folder}/{n}" if folder else n for n in store.listdir(folder)]
+    """Everything in the root and in its shards/ and reports/ folders, relative, '/' separators. Those
+    folders are listed only when the root holds them: on an object store each listing is a request, and
+    a new output costs one."""
+    top = store.listdir("")
+    found = list(top)
+    for folder in (SHARD_DIR, REPORT_DIR):
+        if folder in top:
+            found += [f"{folder}/{n}" for n in store.listdir(folder)]
     return found
+
+
+def reports_in(found: list[str]) -> set[str]:
+    """The report file names among ``entries``."""
+    return {rel[len(REPORT_DIR) + 1:] for rel in found if rel.startswith(REPORT_DIR + "/")}
 
 
 def scratchy(rel: str) -> bool:
@@ -99,24 +116,26 @@ def scratchy(rel: str) -> bool:
     return name.endswith(PARTIAL_SUFFIX) or name.startswith(f"{LOCK_NAME}.stale.")
 
 
-def foreign_entry(store: Store, plan: Any = None) -> str | None:
-    """The first path here that lmdbshard's records do not name, or None."""
-    found = entries(store)
+def foreign_entry(store: Store, plan: Any = None, found: Optional[list[str]] = None,
+                  loaded: Optional[dict[int, ShardReport]] = None) -> str | None:
+    """The first path here that lmdbshard's records do not name, or None (``found``, ``loaded``: as for ``owned``)."""
+    found = entries(store) if found is None else found
     if not found:
         return None
-    own = owned(store, plan)
+    own = owned(store, plan, found, loaded)
     return next((rel for rel in found if rel not in own and not scratchy(rel) and not is_lock(rel)), None)
 
 
-def clear(store: Store, plan: Any = None) -> None:
+def clear(store: Store, plan: Any = None, found: Optional[list[str]] = None) -> None:
     """Remove what lmdbshard's records here name (and leftovers), keeping the lock and claims; nothing else."""
-    own = owned(store, plan) - {LOCK_NAME, SHARD_DIR, REPORT_DIR}
-    for rel in entries(store):
+    found = entries(store) if found is None else found
+    own = owned(store, plan, found) - {LOCK_NAME, SHARD_DIR, REPORT_DIR}
+    for rel in found:
         if rel in own or scratchy(rel):
             store.remove(rel)
 
 
-def remove_leftovers(store: Store) -> None:
-    for rel in entries(store):
+def remove_leftovers(store: Store, found: Optional[list[str]] = None) -> None:
+    for rel in entries(store) if found is None else found:
         if scratchy(rel):
             store.remove(rel)

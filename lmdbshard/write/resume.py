@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import suppress
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
@@ -64,6 +65,9 @@ class OutputDir:
 
     root: str
     _plan: Optional[dict] = field(default=None, init=False, repr=False, compare=False)
+    # prepare's look at the output, for the complete_shards that follows: report names, reports read
+    _listed_reports: Optional[set[str]] = field(default=None, init=False, repr=False, compare=False)
+    _loaded: dict[int, ShardReport] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.store = output_store(self.root)
@@ -93,20 +97,31 @@ class OutputDir:
     def prepare(self, cfg: ConvertConfig, listing: Listing, plan: Plan) -> None:
         """Check a saved plan against this job (or clear it with overwrite=true), then save the plan.
 
-        Refuses a folder holding anything lmdbshard's own records do not name, before deleting anything."""
-        foreign = self.foreign_entry()
+        Refuses a folder holding anything lmdbshard's own records do not name, before deleting anything.
+        What is there is listed once (on an object store, one request for a new output): the later
+        steps here and ``complete_shards`` work from that listing, which nobody else changes while
+        this driver holds the lock."""
+        found = ownership.entries(self.store)
+        if PLAN_NAME in found:
+            with suppress(OSError, ValueError):   # read once, for the ownership check and the plan check
+                self.load_plan_document()
+        foreign = ownership.foreign_entry(self.store, self._plan, found, self._loaded)
         if foreign is not None:
             raise ConfigError(f"out {self.root!r} holds {foreign!r}, which lmdbshard did not write; move it "
                               "away or pass out= a new or empty directory (lmdbshard never deletes files it "
                               "did not write)")
+        had_plan = PLAN_NAME in found and (self._plan is not None or self.has_plan())
         if cfg.overwrite:
-            self.clear()
-        elif self.has_plan():
+            self.clear(found)
+            found, had_plan = [], False
+            self._loaded.clear()
+        elif had_plan:
             self._check_saved_plan(cfg, listing, plan)
         self.store.makedirs(SHARD_DIR)
         self.store.makedirs(REPORT_DIR)
-        ownership.remove_leftovers(self.store)
-        if not self.has_plan():
+        ownership.remove_leftovers(self.store, found)
+        self._listed_reports = ownership.reports_in(found)
+        if not had_plan:
             if listing.kind != "python":   # the listing first: a plan.json present means both are
                 self.store.write_file(LISTING_NAME, lambda path: save_listing(
                     path, listing.paths, listing.labels, listing.mask_paths))
@@ -180,9 +195,9 @@ class OutputDir:
         """The first path here that lmdbshard's records do not name, or None."""
         return ownership.foreign_entry(self.store, self._plan)
 
-    def clear(self) -> None:
+    def clear(self, found: Optional[list[str]] = None) -> None:
         """Remove what lmdbshard's records here name (and ``*.partial``), keeping our lock; nothing else."""
-        ownership.clear(self.store, self._plan)
+        ownership.clear(self.store, self._plan, found)
         self._plan = None
 
     # ------------------------------------------------------------ reports
@@ -200,7 +215,7 @@ class OutputDir:
         if self._is_directory(index) != (record_format == DATUM_FORMAT):
             return None
         try:
-            report = load_report(self.store, index)
+            report = self._loaded.pop(index, None) or load_report(self.store, index)
             entry = report.entry
             if (entry.index, report.planned, report.plan_sha256) != (index, planned, plan_sha256):
                 return None
@@ -229,7 +244,8 @@ class OutputDir:
         """
         rebuild = set(rebuild)
         digest = plan.digest()
-        listed = set(self.store.listdir(REPORT_DIR))
+        listed = self._listed_reports if self._listed_reports is not None else set(self.store.listdir(REPORT_DIR))
+        self._listed_reports = None   # prepare's look serves the one check that follows it
 
         def saved(k: int) -> ShardReport | None:
             start, stop = plan.shard_range(k)
@@ -240,6 +256,7 @@ class OutputDir:
         # an object store answers each look-up over the network: many at once
         with ThreadPoolExecutor(max_workers=LOOKUP_THREADS if self.store.remote else 1) as pool:
             found = {k: r for k, r in zip(range(plan.num_shards), pool.map(saved, range(plan.num_shards))) if r}
+        self._loaded.clear()
         notes = [f"shard {k} is rebuilt on request (rebuild=...)" for k in sorted(rebuild)]
         problems = []
         if check != "size" and found and self.store.remote:
