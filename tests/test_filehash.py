@@ -122,6 +122,7 @@ def test_reports_without_file_sha256_resume_by_their_records(copy, ray_local, ca
 
 
 def test_the_compact_copy_hashes_exactly_the_bytes_it_writes(tmp_path):
+    from lmdbshard.write.atomic import write_all
     from lmdbshard.write.writer import PIPE_BYTES, compact_copy
     env = lmdb.open(str(tmp_path / "src.lmdb"), subdir=False, map_size=1 << 30, lock=False)
     with env.begin(write=True) as txn:   # several pipe blocks, with a freed page or two to compact away
@@ -133,9 +134,9 @@ def test_the_compact_copy_hashes_exactly_the_bytes_it_writes(tmp_path):
         env.copyfd(f.fileno(), compact=True)
     assert os.path.getsize(reference) > 3 * PIPE_BYTES
     with open(tmp_path / "copy", "wb") as f:
-        size, sha = compact_copy(env, f.fileno())
+        size, sha = compact_copy(env, lambda block: write_all(f.fileno(), block))
     assert open(tmp_path / "copy", "rb").read() == open(reference, "rb").read()
     assert (size, sha) == (os.path.getsize(reference), _sha(reference))
     with open(tmp_path / "copy", "rb") as f, pytest.raises(OSError):   # a write that fails stops the copy too
-        compact_copy(env, f.fileno())
+        compact_copy(env, lambda block: write_all(f.fileno(), block))
     env.close()

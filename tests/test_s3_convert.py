@@ -26,10 +26,11 @@ from lmdbshard.write.plan import make_plan
 from lmdbshard.write.resume import OutputDir
 from lmdbshard.write.sources import list_source
 from lmdbshard.write.store import ObjectStore
+from lmdbshard.write.writer import scratch_owner
 from lmdbshard.write.lock import OutputLock, OutputLockedError
 
 from helpers import job, make_tree
-from faults import DRIVER_ARGS, REPO, env_with_tests, readers_of, wait_for
+from faults import DRIVER_ARGS, REPO, env_with_tests, wait_for
 from s3proxy import HoldingProxy
 
 
@@ -167,9 +168,9 @@ def test_a_worker_killed_mid_upload_leaves_no_shard_counted_complete(s3_tree, bu
         start_new_session=True, env={**env_with_tests(), "AWS_ENDPOINT_URL": proxy.endpoint})
     try:
         wait_for(proxy.holding.is_set, timeout=240, what="the upload of shard 2 to start")
-        published = wait_for(lambda: glob.glob(os.path.join(scratch, "*", "published", "shards", "shard-000002.lmdb")),
-                             what="shard 2's local copy")
-        (victim,) = wait_for(lambda: readers_of(published[0]), what="the worker uploading shard 2")
+        # the shard's scratch folder is named after the process building it (the held upload's sender)
+        (folder,) = glob.glob(os.path.join(scratch, "lmdbshard-*-000002-*"))
+        _, victim = scratch_owner(os.path.basename(folder))
         os.kill(victim, signal.SIGKILL)
         wait_for(proxy.dropped.is_set, what="the cut upload to be dropped")
         log, _ = driver.communicate(timeout=240)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from lmdbshard.storage.urls import filesystem, join
@@ -55,19 +56,28 @@ def write_bytes(url: str, data: bytes) -> None:
 def upload(local: str, url: str, metadata: Optional[dict[str, str]] = None) -> int:
     """Copy the local file ``local`` to ``url`` (multipart when large); returns the bytes sent.
     ``metadata``: pyarrow's object metadata, e.g. ``{"ACL": "public-read"}``."""
-    fs, path = filesystem(url)
     sent = 0
-    with open(local, "rb") as src:
-        stream = _call(url, "create", fs.open_output_stream, path, metadata=metadata or {})
-        try:
-            while chunk := src.read(CHUNK):
-                stream.write(chunk)
-                sent += len(chunk)
-        except BaseException:
-            _abandon(stream, fs, path)
-            raise
-        _call(url, "upload", stream.close)
+    with open(local, "rb") as src, writer(url, metadata) as write:
+        while chunk := src.read(CHUNK):
+            write(chunk)
+            sent += len(chunk)
     return sent
+
+
+@contextmanager
+def writer(url: str, metadata: Optional[dict[str, str]] = None) -> Iterator[Callable[[bytes], object]]:
+    """``with writer(url) as write:`` each ``write(data)`` is sent on (the SDK buffers a part, and sends
+    a large object as a multipart upload); the object appears when the block ends, whole. An exception
+    abandons the upload and leaves no object. ``data`` must not change afterwards (``bytes``): the SDK
+    may keep a reference to a large block until its part is sent."""
+    fs, path = filesystem(url)
+    stream = _call(url, "create", fs.open_output_stream, path, metadata=metadata or {})
+    try:
+        yield stream.write
+    except BaseException:
+        _abandon(stream, fs, path)
+        raise
+    _call(url, "upload", stream.close)
 
 
 def chunks(url: str, chunk: int = CHUNK) -> Iterator[memoryview]:
@@ -189,4 +199,4 @@ def _short(exc: BaseException) -> str:
 
 
 __all__ = ["CHUNK", "PARTIAL", "chunks", "delete", "download", "exists", "join", "listdir", "read_bytes", "remove", "size", "upload",
-           "walk", "write_bytes"]
+           "walk", "write_bytes", "writer"]
