@@ -188,13 +188,6 @@ class OutputDir:
                                     f"computes for the same inputs; {fix}")
 
     # ------------------------------------------------------------ what is ours (ownership.py)
-    def owned(self) -> set[str]:
-        return ownership.owned(self.store, self._plan)
-
-    def foreign_entry(self) -> str | None:
-        """The first path here that lmdbshard's records do not name, or None."""
-        return ownership.foreign_entry(self.store, self._plan)
-
     def clear(self, found: Optional[list[str]] = None) -> None:
         """Remove what lmdbshard's records here name (and ``*.partial``), keeping our lock; nothing else."""
         ownership.clear(self.store, self._plan, found)

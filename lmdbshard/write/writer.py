@@ -203,15 +203,18 @@ class ShardOutput:
         as in a local ``out`` (the SDK sends a large one in parts; the object appears complete or not at
         all). The driver's report, written after this returns, marks the shard complete."""
         self.flush()
-        remote = is_url(out)
+
+        def put(builder: ShardBuilder, rel: str) -> tuple[int, str]:
+            if is_url(out):
+                return builder.upload(join(out, rel))
+            return builder.publish(os.path.join(out, rel), self.directories)
+
         rel = f"{SHARD_DIR}/{shard_filename(self.index)}"
         label_rel, label_size, label_file_sha = None, 0, None
         if self.labels is not None:   # the companion first: the main file's presence marks the shard done
             label_rel = f"{SHARD_DIR}/{label_filename(shard_filename(self.index))}"
-            label_size, label_file_sha = (self.labels.upload(join(out, label_rel)) if remote else
-                                          self.labels.publish(os.path.join(out, label_rel), self.directories))
-        size, file_sha = (self.main.upload(join(out, rel)) if remote else
-                          self.main.publish(os.path.join(out, rel), self.directories))
+            label_size, label_file_sha = put(self.labels, label_rel)
+        size, file_sha = put(self.main, rel)
         return ShardEntry(self.index, rel, self.first_key, self.count, size, self.hashers[0].hexdigest(),
                           label_rel, label_size, self.hashers[1].hexdigest() if label_rel else None,
                           file_sha, label_file_sha)
