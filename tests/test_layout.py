@@ -24,8 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "lmdbshard")
 TESTS = os.path.join(ROOT, "tests")
 
-#: Modules allowed to talk to Ray: the conversion's runner and the Ray Data reader.
-RAY_MODULES = {"lmdbshard.write.runner", "lmdbshard.read.ray_data"}
+#: Modules allowed to talk to Ray: the conversion's session and runner, and the Ray Data reader.
+RAY_MODULES = {"lmdbshard.write.session", "lmdbshard.write.runner", "lmdbshard.read.ray_data"}
 #: Other modules that import Ray, and why.
 RAY_EXCEPTIONS = {
     "lmdbshard.benchmark.conversion": "the benchmark warms Ray's workers before it times a conversion",
@@ -122,7 +122,7 @@ def ray_importers() -> set[str]:
             if any(n == "ray" or n.startswith("ray.") for n in imported(path))}
 
 
-def test_only_the_runner_and_ray_data_import_ray():
+def test_only_the_session_the_runner_and_ray_data_import_ray():
     assert ray_importers() == RAY_MODULES | set(RAY_EXCEPTIONS)
 
 

@@ -151,7 +151,7 @@ def test_between_ray_start_and_the_shard_loop_ctrl_c_acts_as_usual(ray_local):
     """Only starting Ray, the shard loop and shutting Ray down hold a signal back; code a caller runs
     inside the session (the benchmark's bare loops, say) is interrupted at once, and handlers come back."""
     from lmdbshard import RayConfig
-    from lmdbshard.write.runner import ray_session
+    from lmdbshard.write.session import ray_session
     # Python's own handler, whatever an earlier test in this process left behind (the full suite runs a
     # Ray Train example before this test).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)

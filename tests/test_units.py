@@ -18,7 +18,7 @@ import pytest
 
 from lmdbshard import RayConfig, SourceConfig, convert
 from lmdbshard.read.verify import verify
-from lmdbshard.write.task import unit_ranges
+from lmdbshard.write.task import MIN_TAIL_ITEMS, tapered_ranges, unit_ranges
 from lmdbshard.write.writer import scratch_owner
 
 from faults import FifoImage, held_conversion, held_source, readers_of, wait_for
@@ -49,6 +49,23 @@ def test_unit_ranges_cover_the_shard_in_order_in_near_equal_units(count, size):
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
     lengths = [b - a for a, b in ranges]
     assert max(lengths) <= max(size, 1) and max(lengths) - min(lengths) <= 1
+
+
+@pytest.mark.parametrize("count,size,slots", [(2000, 64, 2), (2560, 64, 16), (100, 64, 2), (21, 16, 2), (5, 64, 2),
+                                              (0, 64, 2), (2000, 4, 2)])
+def test_the_last_shard_ends_in_units_that_shrink_so_its_slots_finish_together(count, size, slots):
+    """The job's last shard: its last ``slots * size`` items in units that shrink toward MIN_TAIL_ITEMS
+    (or ``size``, if smaller); the rest as ``unit_ranges`` cuts it. One slot: no taper (nothing to balance)."""
+    ranges = tapered_ranges(count, size, slots)
+    assert ranges[0][0] == 0 and ranges[-1][1] == count
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    tail = min(count, slots * size)
+    assert max(b - a for a, b in ranges) <= max(size, 1)
+    tapering = [b - a for a, b in ranges if a >= count - tail][:-1]   # the last may be what was left
+    assert all(x >= y for x, y in zip(tapering, tapering[1:]))
+    assert ranges[:-1] == [] or ranges[-2][1] - ranges[-2][0] <= max(min(MIN_TAIL_ITEMS, size), -(-tail // (2 * slots)))
+    assert count - tail in [a for a, _ in ranges] + [count]   # the head is cut as before
+    assert tapered_ranges(count, size, 1) == unit_ranges(count, size)
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +127,15 @@ def scratch_pids(scratch: str) -> list[int]:
     """Processes that hold a shard's scratch folder under ``scratch``: its writer."""
     names = os.listdir(scratch) if os.path.isdir(scratch) else []
     return [owner[1] for owner in map(scratch_owner, names) if owner is not None]
+
+
+def test_a_tapered_last_shard_has_the_bytes_of_one_task(held_reference, tmp_path):
+    """21 items in units of 16 on 2 CPUs: the one (so the last) shard is cut 8 + 8 + 5, not 10 + 11."""
+    hashes, src = held_reference
+    out = str(tmp_path / "out")
+    assert [b - a for a, b in tapered_ranges(21, 16, 2)] == [8, 8, 5]
+    result = convert(held_job(src, out, 16))
+    assert (result.images_written, result.shards_built) == (21, 1) and shard_hashes(out) == hashes
 
 
 @pytest.mark.parametrize("victim", ["unit", "writer"])

@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
     """This section alone, over the ImageFolder ``argv[0]`` (its own Ray cluster; bench defaults)."""
     from lmdbshard.benchmark.config import BenchConfig
     from lmdbshard.write.config import RayConfig, SourceConfig, TransformConfig
-    from lmdbshard.write.runner import ray_session
+    from lmdbshard.write.session import ray_session
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     bench = BenchConfig()
     root, work = argv[0], argv[1] if len(argv) > 1 else bench.work

@@ -39,7 +39,7 @@ def corpus_root(bench: BenchConfig) -> str:
 def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     """Run every comparison; write the JSON when ``bench.json`` is set. ``base`` is the conversion under test."""
     from lmdbshard.write.coordinator import convert
-    from lmdbshard.write.runner import ray_session
+    from lmdbshard.write.session import ray_session
     bench.validate()
     root = corpus_root(bench)
     listing = list_imagefolder(root, base.source.extensions)

@@ -35,8 +35,8 @@ from lmdbshard.write.report import ReportSet, ShardReport, stage_seconds
 from lmdbshard.write.resume import OutputDir, identity_hash
 from lmdbshard.write.plan import Plan, make_plan
 from lmdbshard.write.progress import Progress, plural, stage_fractions, stage_shares
-from lmdbshard.write.runner import (check_objects_on_ray, check_shards_on_ray, pickle_for_workers, ray_session,
-                                    run_shards)
+from lmdbshard.write.runner import check_objects_on_ray, check_shards_on_ray, pickle_for_workers, run_shards
+from lmdbshard.write.session import ray_session
 from lmdbshard.write.task import STAGES, ItemTable, ShardTask, WriteOptions
 from lmdbshard.write.sources import list_source
 from lmdbshard.write.sources.python import PythonSource, python_source

@@ -1,4 +1,4 @@
-"""Running shard tasks on Ray: the only module that talks to Ray.
+"""Running shard tasks on Ray (``session`` starts and stops it): with it, the only module that talks to Ray.
 
 Each shard is cut into work units (``ray.unit_size`` items) that run on any CPUs and return their
 values through the object store, and one light writer task per shard appends them in order and
@@ -12,110 +12,18 @@ so nothing done is lost if the driver dies.
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import time
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 import ray
 
 from lmdbshard.write.config import RayConfig
-from lmdbshard.write.interrupt import STOP, caught_signals, descendants, is_running
+from lmdbshard.write.interrupt import STOP, caught_signals
 from lmdbshard.write.progress import Progress, plural
-from lmdbshard.write.task import (ShardReport, ShardTask, UnitResult, WriteOptions, encode_unit, unit_ranges,
-                                  write_shard, write_units)
-from lmdbshard.write.writer import remove_dead_scratch
+from lmdbshard.write.task import (ShardReport, ShardTask, UnitResult, WriteOptions, encode_unit, tapered_ranges,
+                                  unit_ranges, write_shard, write_units)
 
 log = logging.getLogger("lmdbshard")
-
-
-class _QuietTokenNotice(logging.Filter):
-    """Ray announces token authentication whenever it starts a cluster. lmdbshard's private local cluster
-    lives as long as the job, keeps the authentication, and needs no opt-out advice on the job's output."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Token authentication is enabled" not in record.getMessage()
-
-
-#: Ray settings of the private local cluster, which lives as long as the job (or the benchmark). Its idle
-#: workers are kept: by default Ray exits a worker beyond the CPU count after 1 s idle, and a shard's writer
-#: (no CPU reserved) then starts a new one for the next shard, 0.6-0.8 CPU-s each (3-4 per job of 20 shards
-#: on 2 CPUs, measured). A job needs at most its CPUs' unit workers plus its open shards' writers.
-PRIVATE_CLUSTER = {"idle_worker_killing_time_threshold_ms": 24 * 3600 * 1000}
-
-
-@contextmanager
-def ray_session(cfg: RayConfig, scratch_dir: Optional[str] = None) -> Iterator[float]:
-    """Connect to (``address``) or start a local Ray cluster unless one is up; yields start-up seconds.
-
-    SIGINT and SIGTERM wait while Ray starts, while shard tasks run (``run_shards``) and while Ray shuts
-    down, then stop the job in order with one ``JobInterrupted``; in between (the caller's own code) they
-    act as usual. A cluster it started is shut down on the way out, also on an interrupt, and none of its
-    processes outlive it; then the scratch folders that killed tasks left on this host are removed."""
-    t = time.monotonic()
-    started, private = not ray.is_initialized(), cfg.address is None
-    before: set[int] = set()
-    try:
-        if started:
-            # address None starts a private local cluster ("local"), never one that `ray start` left running.
-            kwargs = dict(address=cfg.address or "local", include_dashboard=False,
-                          logging_level=logging.WARNING, log_to_driver=True)
-            if private:
-                kwargs["num_cpus"] = cfg.num_cpus
-                kwargs["_system_config"] = PRIVATE_CLUSTER
-                before = set(descendants(os.getpid()))
-            with caught_signals() as reinstall:
-                _start(kwargs, private)
-                reinstall()   # ray.init set its own SIGTERM handler; it is put back on the way out
-                STOP.check("Ray was starting, so this run built no shard")
-        yield time.monotonic() - t
-    finally:
-        with caught_signals():
-            if started:
-                _shutdown(private, before)
-            remove_dead_scratch(scratch_dir)
-
-
-def _start(kwargs: dict, private: bool) -> None:
-    """``ray.init``; a SIGTERM while it runs (Ray's own handler raises ``SystemExit``) becomes an interrupt."""
-    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    quiet = _QuietTokenNotice()
-    if private:
-        notice.addFilter(quiet)
-    try:
-        ray.init(**kwargs)
-    except SystemExit:
-        STOP.handle(signal.SIGTERM, None)
-    finally:
-        notice.removeFilter(quiet)
-
-
-#: Seconds a shut-down private cluster gets to exit before its processes are killed.
-SHUTDOWN_WAIT_S = 10.0
-
-
-def _shutdown(private: bool, before: set[int]) -> None:
-    """``ray.shutdown``; for the private cluster, also wait until every process it started (the Ray
-    processes below this one that were not there before ``ray.init``) has exited."""
-    family = [pid for pid in descendants(os.getpid()) if pid not in before and _is_ray(pid)] if private else []
-    ray.shutdown(wait_for_processes=private)
-    deadline = time.monotonic() + SHUTDOWN_WAIT_S
-    while family and time.monotonic() < deadline:
-        family = [pid for pid in family if is_running(pid)]
-        time.sleep(0.05)
-    for pid in family:   # still there: ray::IDLE workers whose raylet is gone, agents
-        with suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _is_ray(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"ray" in f.read()
-    except OSError:
-        return False
 
 
 def pickle_for_workers(obj: object) -> bytes:
@@ -162,16 +70,23 @@ class _Submitter:
     at most ``limit`` work units unfinished, and at most enough shards open to feed them plus one
     (a unit's values wait in the object store until its shard is published)."""
 
-    def __init__(self, opts: WriteOptions, cfg: RayConfig, limit: int):
+    def __init__(self, opts: WriteOptions, cfg: RayConfig, limit: int, slots: int):
         common = dict(max_retries=cfg.max_retries, retry_exceptions=False)
         self.whole = ray.remote(_run_one).options(num_cpus=cfg.cpus_per_task, **common)
         self.unit = ray.remote(_encode_unit).options(num_cpus=cfg.cpus_per_task, **common)
         self.writer = ray.remote(_write_units).options(num_cpus=0, **common)
         self.opts_ref, self.unit_size, self.limit = ray.put(opts), cfg.unit_size, limit
         self.max_open = limit + 1
+        self.slots = slots
 
-    def open(self, task: ShardTask) -> _Shard:
-        ranges = unit_ranges(task.count, self.unit_size) if self.unit_size else [(0, task.count)]
+    def open(self, task: ShardTask, last: bool) -> _Shard:
+        """Submit ``task``'s units and writer; ``last``: the job's last shard, whose units taper."""
+        if not self.unit_size:
+            ranges = [(0, task.count)]
+        elif last:
+            ranges = tapered_ranges(task.count, self.unit_size, self.slots)
+        else:
+            ranges = unit_ranges(task.count, self.unit_size)
         self.max_open = max(2, -(-self.limit // len(ranges)) + 1)
         if len(ranges) == 1:
             ref = self.whole.remote(task, self.opts_ref)
@@ -192,7 +107,8 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     log.info("Ray cluster: %s, %s; up to %s in flight, %g CPU each", plural(nodes, "node"),
              plural(cpus, "CPU"), plural(limit, "work unit"), cfg.cpus_per_task)
-    submit = _Submitter(opts, cfg, limit)
+    submit = _Submitter(opts, cfg, limit, max(1, int(cpus / cfg.cpus_per_task)))
+    tasks = _marking_last(tasks)
     shards: dict[object, _Shard] = {}   # writer ref -> its shard
     running: set = set()                # unit refs not yet finished
     unit_of: dict[object, _Shard] = {}   # unit ref -> its shard, until the unit finishes
@@ -204,10 +120,10 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
             while True:
                 STOP.check(f"{shards_done} of {plural(progress.shards, 'shard')} complete and kept")
                 while not failures and len(running) < limit and len(shards) < submit.max_open:
-                    task = next(tasks, None)
+                    task, last = next(tasks, (None, True))
                     if task is None:
                         break
-                    shard = submit.open(task)
+                    shard = submit.open(task, last)
                     shards[shard.writer] = shard
                     running.update(shard.units)
                     unit_of.update(dict.fromkeys(shard.sizes, shard))
@@ -245,6 +161,15 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
         finally:
             progress.stop_clock()
     return failures
+
+
+def _marking_last(tasks: Iterator[ShardTask]) -> Iterator[tuple[ShardTask, bool]]:
+    """``(task, is_the_last_one)``: looks one task ahead."""
+    task = next(tasks, None)
+    while task is not None:
+        following = next(tasks, None)
+        yield task, following is None
+        task = following
 
 
 #: Seconds to wait for cancelled tasks to end before the driver goes on.
