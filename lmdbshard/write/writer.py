@@ -27,8 +27,8 @@ from typing import Callable, Optional
 
 import lmdb
 
-from lmdbshard.write.atomic import (disk_full_message, free_bytes, is_disk_full, publishing, publishing_dir,
-                                    write_all)
+from lmdbshard.write.atomic import (WriteBehind, disk_full_message, free_bytes, is_disk_full, publishing,
+                                    publishing_dir)
 from lmdbshard.format.datum import label_filename
 from lmdbshard.errors import DiskFullError, ShardError
 from lmdbshard.format.manifest import ShardEntry
@@ -36,7 +36,7 @@ from lmdbshard.storage import objects
 from lmdbshard.storage.urls import filesystem, is_url, join
 from lmdbshard.format.record import LMDB_DATA_FILE, SHARD_DIR, RecordHasher, encode_key, shard_filename
 
-BATCH_BYTES = 32 << 20     # one write transaction holds about this much
+BATCH_BYTES = 4 << 20      # one write transaction holds about this much (the last is on a job's end)
 BATCH_RECORDS = 4096
 PIPE_BYTES = 1 << 20       # the compact copy's blocks: its pipe's size and the hash's reads
 INITIAL_MAP = 64 << 30     # address space only (no writemap); doubles on MapFullError, which no real shard meets
@@ -95,7 +95,7 @@ class ShardBuilder:
         try:
             self.env.set_mapsize(self.used_bytes())   # the copy's meta records it: one value for one set of records
             with publishing_dir(final, LMDB_DATA_FILE) if directory else publishing(final) as fd:
-                size, sha256 = compact_copy(self.env, lambda block: write_all(fd, block))
+                size, sha256 = compact_copy(self.env, WriteBehind(fd))
         except (lmdb.Error, OSError) as exc:
             raise _storage_error(exc, self.index, f"copying it to {final}", folder, self.used_bytes(), "") from exc
         return size, sha256
