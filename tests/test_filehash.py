@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 
 import lmdb
 import pytest
@@ -121,22 +122,25 @@ def test_reports_without_file_sha256_resume_by_their_records(copy, ray_local, ca
     assert stored_items(out) == before and verify(out).ok
 
 
-def test_the_compact_copy_hashes_exactly_the_bytes_it_writes(tmp_path):
-    from lmdbshard.write.atomic import write_all
+def test_the_compact_copy_hashes_exactly_the_bytes_it_writes_behind(tmp_path):
+    """As ``publish`` writes it: through ``WriteBehind``, which starts the writeback every 8 MiB."""
+    from lmdbshard.write.atomic import WRITE_BEHIND_BYTES, WriteBehind
     from lmdbshard.write.writer import PIPE_BYTES, compact_copy
     env = lmdb.open(str(tmp_path / "src.lmdb"), subdir=False, map_size=1 << 30, lock=False)
     with env.begin(write=True) as txn:   # several pipe blocks, with a freed page or two to compact away
-        for i in range(300):
+        for i in range(600):
             txn.put(b"%08d" % i, os.urandom(20_000))
         txn.delete(b"%08d" % 7)
     reference = str(tmp_path / "reference")
     with open(reference, "wb") as f:
         env.copyfd(f.fileno(), compact=True)
-    assert os.path.getsize(reference) > 3 * PIPE_BYTES
+    assert os.path.getsize(reference) > max(3 * PIPE_BYTES, WRITE_BEHIND_BYTES)
     with open(tmp_path / "copy", "wb") as f:
-        size, sha = compact_copy(env, lambda block: write_all(f.fileno(), block))
+        behind = WriteBehind(f.fileno())
+        size, sha = compact_copy(env, behind)
     assert open(tmp_path / "copy", "rb").read() == open(reference, "rb").read()
-    assert (size, sha) == (os.path.getsize(reference), _sha(reference))
+    assert (size, sha) == (os.path.getsize(reference), _sha(reference)) and behind.written == size
+    assert behind.started >= WRITE_BEHIND_BYTES or not sys.platform.startswith("linux")
     with open(tmp_path / "copy", "rb") as f, pytest.raises(OSError):   # a write that fails stops the copy too
-        compact_copy(env, lambda block: write_all(f.fileno(), block))
+        compact_copy(env, WriteBehind(f.fileno()))
     env.close()
