@@ -107,7 +107,7 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     log.info("Ray cluster: %s, %s; up to %s in flight, %g CPU each", plural(nodes, "node"),
              plural(cpus, "CPU"), plural(limit, "work unit"), cfg.cpus_per_task)
-    submit = _Submitter(opts, cfg, limit, max(1, int(cpus / cfg.cpus_per_task)))
+    submit = _Submitter(opts, cfg, limit, max(1, min(limit, int(cpus / cfg.cpus_per_task))))   # units at once
     tasks = _marking_last(tasks)
     shards: dict[object, _Shard] = {}   # writer ref -> its shard
     running: set = set()                # unit refs not yet finished
