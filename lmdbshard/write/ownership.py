@@ -57,12 +57,11 @@ def owned(store: Store, plan: Any = None, found: Optional[list[str]] = None,
     own = {PLAN_NAME, LISTING_NAME, MANIFEST_NAME, LOCK_NAME, SHARD_DIR, REPORT_DIR}
     indices: set[int] = set()
     files: set[str] = set()
-    present = None if found is None else set(found)
-    for rel in (PLAN_NAME, MANIFEST_NAME):
-        if present is not None and rel not in present and not (rel == PLAN_NAME and plan is not None):
-            continue
+    for rel, given in ((PLAN_NAME, plan), (MANIFEST_NAME, None)):
+        if given is None and found is not None and rel not in found:
+            continue   # listed, and not there: no look-up
         try:
-            doc = plan if rel == PLAN_NAME and plan is not None else load_json(store, rel)
+            doc = given if given is not None else load_json(store, rel)
         except (OSError, ValueError):
             continue
         if isinstance(doc, dict) and type(doc.get("num_shards")) is int:
@@ -71,7 +70,7 @@ def owned(store: Store, plan: Any = None, found: Optional[list[str]] = None,
             if isinstance(entry, dict) and type(entry.get("index")) is int:
                 indices.add(entry["index"])
                 files.update(f for f in (entry.get("file"), entry.get("label_file")) if isinstance(f, str))
-    listed = set(store.listdir(REPORT_DIR)) if present is None else reports_in(found)
+    listed = set(store.listdir(REPORT_DIR)) if found is None else reports_in(found)
     for k in indices:
         own.add(report_rel(k))
         own.add(f"{SHARD_DIR}/{shard_filename(k)}")
