@@ -149,7 +149,7 @@ _start_writeback = _sync_file_range()
 class WriteBehind:
     """``write_all`` to ``fd``, asking the kernel every ``WRITE_BEHIND_BYTES`` to start writing what came
     before to disk, without waiting: the fsync that publishes the file then waits for its last few MB,
-    not for all of it (on the 86 MB shard of ``make bench``, 0.06 s of fsync at the end of a job).
+    not for all of it (on the 86 MB shard of ``make bench``, 0.06-0.08 s of fsync at the end of a job).
     Where ``sync_file_range`` is missing, it is a plain ``write_all``."""
 
     def __init__(self, fd: int):
