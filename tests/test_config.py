@@ -50,6 +50,8 @@ def test_parse_refuses_unknown_keys_and_wrong_types(tmp_path, patch, match):
     (lambda c, p: setattr(c, "max_error_rate", 2.0), r"max_error_rate must be in \[0, 1\]"),
     (lambda c, p: setattr(c.ray, "cpus_per_task", 0), r"ray.cpus_per_task must be > 0"),
     (lambda c, p: setattr(c.ray, "unit_size", -1), r"ray.unit_size must be >= 0 \(0: one task per shard\), got -1"),
+    (lambda c, p: setattr(c.ray, "unit_seconds", -0.5),
+     r"ray.unit_seconds must be >= 0 \(0: units keep ray.unit_size\), got -0.5"),
     (lambda c, p: setattr(c.transform, "max_file_bytes", 0), r"transform.max_file_bytes must be a positive integer, got 0"),
 ])
 def test_validate_names_the_key_and_the_fix(tmp_path, change, match):

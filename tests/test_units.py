@@ -9,6 +9,7 @@ import dataclasses
 import glob
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -18,7 +19,9 @@ import pytest
 
 from lmdbshard import RayConfig, SourceConfig, convert
 from lmdbshard.read.verify import verify
-from lmdbshard.write.task import MIN_TAIL_ITEMS, tapered_ranges, unit_ranges
+from lmdbshard.write import units as units_module
+from lmdbshard.write.units import (MAX_UNIT_RATE, MIN_TAIL_ITEMS, SIZING_UNITS, SIZING_WINDOW_S, UnitSizer,
+                                   tapered_ranges, unit_ranges)
 from lmdbshard.write.writer import scratch_owner
 
 from faults import FifoImage, held_conversion, held_source, readers_of, wait_for
@@ -66,6 +69,74 @@ def test_the_last_shard_ends_in_units_that_shrink_so_its_slots_finish_together(c
     assert ranges[:-1] == [] or ranges[-2][1] - ranges[-2][0] <= max(min(MIN_TAIL_ITEMS, size), -(-tail // (2 * slots)))
     assert count - tail in [a for a, _ in ranges] + [count]   # the head is cut as before
     assert tapered_ranges(count, size, 1) == unit_ranges(count, size)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def finish(sizer: UnitSizer, clock: Clock, units: int, items: int, seconds: float) -> list:
+    """``units`` units of ``items`` finishing evenly over ``seconds``; what ``finished`` returned, growths only."""
+    grown = []
+    for _ in range(units):
+        clock.now += seconds / units
+        grown += [g for g in [sizer.finished(items)] if g]
+    return grown
+
+
+def test_short_units_grow_once_a_window_shows_it_and_never_past_a_shard():
+    """2 CPUs finishing units of 64 at 3,200 images/s: a unit takes 0.04 s, so after SIZING_WINDOW_S the
+    next shards' units grow to last ray.unit_seconds=0.25 (400 images, and a quarter more: 504)."""
+    clock = Clock()
+    sizer = UnitSizer(64, slots=2, largest=2560, unit_seconds=0.25, clock=clock)
+    assert finish(sizer, clock, 20, 64, 0.8 * SIZING_WINDOW_S) == [] and sizer.size == 64   # not a whole window yet
+    grown = finish(sizer, clock, 20, 64, 0.4)
+    assert len(grown) == 1 and grown[0][0] == sizer.size == 504 and grown[0][1] == pytest.approx(3200, rel=0.05)
+    assert finish(sizer, clock, 20, 504, 3.15) == []   # 0.31 s each now: no further growth
+    fast = UnitSizer(64, slots=2, largest=300, unit_seconds=0.25, clock=clock)
+    finish(fast, clock, 400, 64, 8 * SIZING_WINDOW_S)
+    assert fast.size == 300   # capped at the largest shard: a shard of one unit runs as one task
+
+
+def test_units_long_enough_a_few_long_units_or_sizing_off_keep_their_size():
+    """Photos (4.3 ms each: units of 64 take 0.275 s); seven units on 2 CPUs, too few to make a rate,
+    however short; and ``ray.unit_seconds=0``."""
+    clock = Clock()
+    photos = UnitSizer(64, slots=2, largest=2560, unit_seconds=0.25, clock=clock)
+    few = UnitSizer(64, slots=2, largest=2560, unit_seconds=0.25, clock=clock)
+    off = UnitSizer(64, slots=2, largest=2560, unit_seconds=0, clock=clock)
+    for sizer, units, items, seconds in ((photos, 50, 64, 50 * 0.275 / 2), (few, SIZING_UNITS * 2 - 1, 640, 1.0),
+                                         (off, 50, 64, 0.5)):
+        assert finish(sizer, clock, units, items, seconds) == [] and sizer.size == 64
+
+
+def test_on_many_cpus_units_grow_until_the_driver_finishes_at_most_max_unit_rate_a_second():
+    """500 CPUs at 2 ms per image: units of 125 would take 0.25 s, but 2,000 of them would finish a second;
+    units grow to MAX_UNIT_RATE a second (and a quarter more)."""
+    clock = Clock()
+    sizer = UnitSizer(64, slots=500, largest=2560, unit_seconds=0.25, clock=clock)
+    finish(sizer, clock, 2 * 3906, 64, 2.0)
+    rate = 250_000 / MAX_UNIT_RATE
+    assert rate * 1.25 <= sizer.size <= rate * 1.25 + MIN_TAIL_ITEMS
+
+
+def test_short_units_grow_in_a_real_job_and_the_shards_keep_their_bytes(ray_local, tmp_path, caplog, monkeypatch):
+    """Units of one small image each take a few ms: the driver grows them for the shards it opens next,
+    says so in one line, and every shard file is byte for byte that of one task per shard. (The driver
+    measures over 0.2 s here, not SIZING_WINDOW_S, so that a fast machine does not finish first.)"""
+    monkeypatch.setattr(units_module, "SIZING_WINDOW_S", 0.2)
+    tree = make_tree(str(tmp_path / "src"), per_class=300)
+    reference, out = str(tmp_path / "reference"), str(tmp_path / "out")
+    convert(job(tree.root, reference, shard_size=100, ray=units(0)))
+    with caplog.at_level(logging.INFO, logger="lmdbshard"):
+        result = convert(job(tree.root, out, shard_size=100, ray=units(1)))
+    assert "work units grow from 1 to " in caplog.text
+    assert (result.images_written, result.shards_built) == (900, 9)
+    assert shard_hashes(out) == shard_hashes(reference) and len(shard_hashes(out)) == 9
 
 
 @pytest.fixture(scope="module")

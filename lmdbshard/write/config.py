@@ -122,6 +122,7 @@ class RayConfig:
     cpus_per_task: float = 1.0
     max_in_flight: Optional[int] = None    # work units submitted at once; None: 2 x cluster CPUs
     unit_size: int = 64                    # items per work unit (a shard's units run on any CPUs); 0: one task per shard
+    unit_seconds: float = 0.25             # units grow past unit_size until each takes this long (0: they don't)
     max_retries: int = 3                   # retries of a shard task whose worker or node died
 
 
@@ -177,6 +178,8 @@ class ConvertConfig:
                "storage.encoding=passthrough needs source files, and a python source has none; "
                "use storage.encoding=jpeg, png or raw")
         _check(self.ray.unit_size >= 0, f"ray.unit_size must be >= 0 (0: one task per shard), got {self.ray.unit_size!r}")
+        _check(self.ray.unit_seconds >= 0,
+               f"ray.unit_seconds must be >= 0 (0: units keep ray.unit_size), got {self.ray.unit_seconds!r}")
         _check(self.ray.cpus_per_task > 0, f"ray.cpus_per_task must be > 0, got {self.ray.cpus_per_task!r}")
         for name in ("num_cpus", "max_in_flight"):
             value = getattr(self.ray, name)

@@ -20,8 +20,8 @@ import ray
 from lmdbshard.write.config import RayConfig
 from lmdbshard.write.interrupt import STOP, caught_signals
 from lmdbshard.write.progress import Progress, plural
-from lmdbshard.write.task import (ShardReport, ShardTask, UnitResult, WriteOptions, encode_unit, tapered_ranges,
-                                  unit_ranges, write_shard, write_units)
+from lmdbshard.write.task import ShardReport, ShardTask, UnitResult, WriteOptions, encode_unit, write_shard, write_units
+from lmdbshard.write.units import UnitSizer, tapered_ranges, unit_ranges
 
 log = logging.getLogger("lmdbshard")
 
@@ -75,12 +75,18 @@ class _Submitter:
         self.whole = ray.remote(_run_one).options(num_cpus=cfg.cpus_per_task, **common)
         self.unit = ray.remote(_encode_unit).options(num_cpus=cfg.cpus_per_task, **common)
         self.writer = ray.remote(_write_units).options(num_cpus=0, **common)
-        self.opts_ref, self.unit_size, self.limit = ray.put(opts), cfg.unit_size, limit
+        self.opts_ref, self.limit = ray.put(opts), limit
         self.max_open = limit + 1
         self.slots = slots
+        self.sizer = UnitSizer(cfg.unit_size, slots, 0, cfg.unit_seconds)
+
+    @property
+    def unit_size(self) -> int:
+        return self.sizer.size
 
     def open(self, task: ShardTask, last: bool) -> _Shard:
         """Submit ``task``'s units and writer; ``last``: the job's last shard, whose units taper."""
+        self.sizer.largest = max(self.sizer.largest, task.count)
         if not self.unit_size:
             ranges = [(0, task.count)]
         elif last:
@@ -137,6 +143,12 @@ def run_shards(tasks: Iterator[ShardTask], opts: WriteOptions, cfg: RayConfig, p
                     if ref in unit_of:   # a unit: its writer fetches it
                         owner = unit_of.pop(ref)
                         owner.done += owner.sizes[ref]
+                        was = submit.unit_size
+                        grown = submit.sizer.finished(owner.sizes[ref])
+                        if grown:
+                            log.info("work units grow from %d to %d images for the next shards: at %.0f images/s on "
+                                     "%d CPUs, a unit took %.2f s (ray.unit_seconds=%g)", was, grown[0], grown[1],
+                                     submit.slots, submit.slots * was / grown[1], cfg.unit_seconds)
                         continue
                     shard = shards.pop(ref)
                     running.difference_update(shard.units)

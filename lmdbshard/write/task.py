@@ -35,6 +35,7 @@ from lmdbshard.write.pipeline import process
 from lmdbshard.write.plan import Plan, sources_and_rounds
 from lmdbshard.write.reading import prefetched
 from lmdbshard.write.report import ShardReport
+from lmdbshard.write.units import UNIT_ITEMS, unit_ranges
 from lmdbshard.format.manifest import Skipped
 from lmdbshard.write.sources.python import PythonSource
 
@@ -133,39 +134,6 @@ class WriteOptions:
     # Every item of the job, compact. The runner ``ray.put``s the options once per job, so the arrays
     # reach each node once and tasks map them without copying (NumPy arrays are zero-copy in Ray).
     items: Optional[ItemTable] = None
-
-
-#: Items per work unit when a shard is cut into units; see ``unit_ranges``.
-UNIT_ITEMS = 64
-
-
-def unit_ranges(count: int, unit_size: int) -> list[tuple[int, int]]:
-    """``[start, stop)`` offsets cutting ``count`` items into units of at most ``unit_size``, of near
-    equal size (100 items at 64: 50 + 50, not 64 + 36; 21 at 4: 3 + 3 + 4 + 3 + 4 + 4). Always at least one unit."""
-    n = max(1, -(-count // max(1, unit_size)))
-    bounds = [i * count // n for i in range(n + 1)]
-    return list(zip(bounds, bounds[1:]))
-
-
-#: The smallest unit of a tapered tail (``tapered_ranges``): about 40 ms of work for a photo.
-MIN_TAIL_ITEMS = 8
-
-
-def tapered_ranges(count: int, unit_size: int, slots: int) -> list[tuple[int, int]]:
-    """``unit_ranges`` for the job's last shard, run on ``slots`` units at a time: its last ``slots *
-    unit_size`` items go in units that shrink as the end nears (each a ``2 * slots``-th of what is left,
-    at least ``MIN_TAIL_ITEMS``), so that the slots finish within a small unit of each other instead of
-    one slot idling for most of a whole unit while another ends the job."""
-    tail = min(count, slots * unit_size) if slots > 1 else 0
-    if not tail:
-        return unit_ranges(count, unit_size)
-    ranges = unit_ranges(count - tail, unit_size) if count > tail else []
-    start = count - tail
-    while start < count:
-        size = min(unit_size, max(MIN_TAIL_ITEMS, -(-(count - start) // (2 * slots))))
-        ranges.append((start, min(count, start + size)))
-        start = ranges[-1][1]
-    return ranges
 
 
 @dataclass
