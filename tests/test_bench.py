@@ -30,7 +30,7 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
          "bench.corpus.classes=4", "bench.corpus.per_class=10", "bench.corpus.short_side=[120,160]",
          f"bench.work={tmp_path / 'work'}", f"bench.json={out}", "bench.repeats=1", "bench.read_repeats=1",
          "bench.read_samples=50", "bench.read_seconds=0.2", "bench.open_shards=20", "bench.shard_sizes=[40,8]",
-         "bench.scale=[20000]",
+         "bench.scale=[20000]", f"bench.small_corpus_dir={tmp_path / 'small'}", "bench.small_corpus.per_class=30",
          "transform.resize_shorter=64"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,6 +64,10 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
     assert remote["skipped"] is None and remote["shards"] == 1
     assert all(row in table for row in remote["rows"])
     assert sum(": PASS" in row or ": MISS" in row for row in remote["rows"]) == 2
+    small = doc["small_images"]   # 300 images of 32x32: the bare Pool, units fixed at 64, units that grow
+    assert small["images"] == 300 and small["side"] == 32
+    assert {k: len(v) for k, v in small["seconds"].items()} == {"bare": 1, "fixed": 1, "grown": 1}
+    assert small["grown_vs_fixed"] > 0 and "small images (300 JPEGs of 32x32" in table and "units that grow" in table
 
 
 @pytest.mark.parametrize("data, match", [

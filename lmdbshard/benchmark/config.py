@@ -21,6 +21,11 @@ def imagenet_like() -> DemoSpec:
                     detail=90.0)
 
 
+def cifar_like() -> DemoSpec:
+    """20,000 JPEGs of 32x32 in 10 classes: images whose units are short."""
+    return DemoSpec(classes=10, per_class=2000, short_side=[32, 32], aspect=[1.0, 1.0], quality=[90, 95])
+
+
 @dataclass
 class BenchConfig:
     """What ``make bench`` measures."""
@@ -43,6 +48,9 @@ class BenchConfig:
                                     # scale section (plan files, driver RSS, one rank's epoch); [] skips it
     remote_convert: bool = True     # conversion into s3:// (a local S3 server, moto) vs a local folder; needs moto
     remote_read: bool = True        # read the conversion output from a local S3 server (moto) through the cache
+    small_images: bool = True       # small images: work units that grow vs units fixed at 64, and the bare Pool
+    small_corpus: DemoSpec = field(default_factory=cifar_like)
+    small_corpus_dir: str = "data/bench-small"
 
     def validate(self) -> "BenchConfig":
         if not self.workers or any(w <= 0 for w in self.workers):
@@ -63,4 +71,5 @@ class BenchConfig:
         if self.source is not None and not os.path.isdir(os.path.expanduser(self.source)):
             raise ConfigError(f"bench.source {self.source!r} is not a directory; pass bench.source=/path/to/imagefolder")
         self.corpus.validate("bench.corpus")
+        self.small_corpus.validate("bench.small_corpus")
         return self

@@ -14,6 +14,7 @@ from lmdbshard.benchmark.reads import ReadTimes
 from lmdbshard.benchmark.remote_convert import RemoteConversion
 from lmdbshard.benchmark.remote_read import RemoteRead
 from lmdbshard.benchmark.scale import Scale
+from lmdbshard.benchmark.small_images import SmallImages
 
 
 @dataclass
@@ -56,6 +57,7 @@ class BenchReport:
     scale: Optional[Scale] = None
     remote_convert: Optional[RemoteConversion] = None
     remote_read: Optional[RemoteRead] = None
+    small_images: Optional[SmallImages] = None
 
     # -------------------------------------------------------------- rows
     def rows(self) -> list[Row]:
@@ -158,6 +160,10 @@ class BenchReport:
         lines += ["", "  open", f"    ShardedDataset(root) over {o.shards} shards: {o.seconds:.3f} s, RSS "
                   f"+{o.rss_growth_mb:.1f} MB; first read of two shards {o.first_read_s * 1e3:.1f} ms",
                   ""]
+        small = self.small_images
+        if small is not None:
+            lines += [f"  small images ({small.images:,} JPEGs of {small.side}x{small.side}, stored as they are; shard_size "
+                      f"2560; {small.workers} workers)"] + [f"    {row}" for row in small.rows()] + [""]
         if self.scale is not None:
             lines += ["  scale (synthetic listings, no image files)"] + [f"    {row}" for row in self.scale.rows()] + [""]
         if self.remote_convert is not None:
@@ -188,6 +194,7 @@ class BenchReport:
             "scale": None if self.scale is None else self.scale.as_json(),
             "remote_convert": None if self.remote_convert is None else self.remote_convert.as_json(),
             "remote_read": None if self.remote_read is None else self.remote_read.as_json(),
+            "small_images": None if self.small_images is None else self.small_images.as_json(),
         }
 
 

@@ -23,6 +23,7 @@ from lmdbshard.benchmark.remote_read import run_remote_read
 from lmdbshard.benchmark.s3server import available, local_s3
 from lmdbshard.benchmark.report import BenchReport, environment
 from lmdbshard.benchmark.scale import run_scale
+from lmdbshard.benchmark.small_images import run_small_images
 
 log = logging.getLogger("lmdbshard")
 
@@ -36,6 +37,13 @@ def corpus_root(bench: BenchConfig) -> str:
     return os.path.abspath(make_imagefolder(bench.corpus_dir, c, processes=os.cpu_count() or 1))
 
 
+def _small_root(bench: BenchConfig) -> str:
+    """The generated corpus of small images (made once, then kept)."""
+    c = bench.small_corpus
+    log.info("bench: small images %s (%d images; generated on first use)", bench.small_corpus_dir, c.classes * c.per_class)
+    return os.path.abspath(make_imagefolder(bench.small_corpus_dir, c, processes=os.cpu_count() or 1))
+
+
 def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     """Run every comparison; write the JSON when ``bench.json`` is set. ``base`` is the conversion under test."""
     from lmdbshard.write.coordinator import convert
@@ -47,11 +55,14 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     os.makedirs(work, exist_ok=True)
     base = dataclasses.replace(base, source=dataclasses.replace(base.source, root=root))
     top = max(bench.workers)
+    small_root = _small_root(bench) if bench.small_images else None
     # the local S3 server of the remote_convert rows first: Ray's workers inherit its address
     with local_s3() if bench.remote_convert and available() else contextlib.nullcontext() as server, \
             ray_session(RayConfig(num_cpus=top)) as startup_s:
         conversion = run_conversions(base, listing, work, bench.workers, bench.shard_sizes, bench.repeats,
                                      bench.folder2lmdb, startup_s)
+        small = run_small_images(base, small_root, work, top, bench.repeats,
+                                 conversion.niceness) if small_root else None
         remote_convert = run_remote_conversion(dataclasses.replace(base, shard_size=bench.shard_sizes[-1]), work,
                                                bench.repeats, server) if bench.remote_convert else None
         raw_root = os.path.join(work, "read-raw")
@@ -75,7 +86,7 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
                            f"shard_size {', '.join(map(str, bench.shard_sizes))}; work units of {base.ray.unit_size}"}
     report = BenchReport(environment(bench.repeats), corpus, conversion, reads, opened, list(bench.workers),
                          list(bench.shard_sizes), command, scale, remote_convert=remote_convert,
-                         remote_read=remote_read)
+                         remote_read=remote_read, small_images=small)
     if bench.json:
         path = os.path.abspath(bench.json)
         os.makedirs(os.path.dirname(path), exist_ok=True)
