@@ -4,6 +4,7 @@ whether the reads are fast (read in the task's thread) or slow (read ahead on th
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -32,7 +33,7 @@ def folder(tmp_path):
 @pytest.mark.parametrize("slow_after", [None, -1.0], ids=["fast reads inline", "slow reads ahead on threads"])
 def test_inputs_come_in_item_order_with_each_bad_file_as_its_error(folder, monkeypatch, slow_after):
     root, names = folder
-    if slow_after is not None:   # every read counts as slow: read-ahead from the first file on
+    if slow_after is not None:   # every read counts as slow: read-ahead from the SLOW_READS-th file on
         monkeypatch.setattr(reading, "SLOW_READ_S", slow_after)
     items = [ShardItem(i, 0, name, 0) for i, name in enumerate(names)]
     task = ShardTask.of_items(0, 0, root, items)
@@ -45,3 +46,23 @@ def test_inputs_come_in_item_order_with_each_bad_file_as_its_error(folder, monke
             i = int(item.path[:2])
             assert error is None and data == (bytes([i]) * (1000 + i), None)
         assert seconds >= 0
+
+
+@pytest.mark.parametrize("slow_after", [60.0, -1.0], ids=["fast reads", "slow reads"])
+def test_reads_go_ahead_on_threads_only_after_several_slow_ones(folder, monkeypatch, slow_after):
+    """Fast reads stay in the task's thread; once SLOW_READS reads were slow, the rest go ahead on the
+    read threads (one slow read is more often a lost CPU than a slow filesystem)."""
+    root, names = folder
+    monkeypatch.setattr(reading, "SLOW_READ_S", slow_after)   # every read fast, or every read slow
+    read, where = reading._read, {}
+
+    def noting(root, item, limit):
+        where[item.path] = threading.current_thread().name
+        return read(root, item, limit)
+
+    monkeypatch.setattr(reading, "_read", noting)
+    task = ShardTask.of_items(0, 0, root, [ShardItem(i, 0, name, 0) for i, name in enumerate(names)])
+    assert [item.path for item, *_ in reading.prefetched(task, None, limit=4096)] == names
+    inline = reading.SLOW_READS if slow_after < 0 else len(names)
+    assert {where[n] for n in names[:inline]} == {threading.current_thread().name}
+    assert all(where[n].startswith("lmdbshard-read") for n in names[inline:])

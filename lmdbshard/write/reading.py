@@ -7,12 +7,12 @@ many bytes (plus one) are ever read. Whatever goes wrong is the item's ``SampleE
 shard task records; a task never fails, hangs or grows without bound because of one input.
 
 ``prefetched`` reads files in the task's own thread while they come fast (the page cache, a local SSD),
-and from the first read slower than SLOW_READ_S on (a network filesystem, a cold disk) up to PREFETCH
-files ahead on READ_THREADS threads; reading ahead stops while PREFETCH_BYTES wait, so a task holds at
+and from the SLOW_READS-th read slower than SLOW_READ_S on (a network filesystem, a cold disk) up to
+PREFETCH files ahead on READ_THREADS threads; reading ahead stops while PREFETCH_BYTES wait, so a task holds at
 most about PREFETCH_BYTES plus READ_THREADS + 1 files of ``max_file_bytes`` at once. A python source's
 items come from the dataset, in order.
 A source on an object store (a URL root) is read object by object (``read_object``); each read is a
-network round trip, slower than SLOW_READ_S, so after the first they go ahead on the threads.
+network round trip, so they go ahead on the threads from the first.
 """
 
 from __future__ import annotations
@@ -36,10 +36,15 @@ if TYPE_CHECKING:
 PREFETCH = 8               # files read ahead of decoding, on I/O threads
 PREFETCH_BYTES = 64 << 20  # stop reading ahead while this many bytes wait
 READ_THREADS = 4
-#: A read slower than this turns reading ahead on for the rest of the items. Below it, read-ahead threads
-#: cost more CPU than they hide: 5-7% of a unit's CPU time on page-cached JPEGs of ~100 KB (measured; a
-#: read then takes ~30 us, and each file's hand-over between threads costs more).
+#: SLOW_READS reads slower than SLOW_READ_S turn reading ahead on for the rest of the items. Below it,
+#: read-ahead threads cost more CPU than they hide: 5-7% of a unit's CPU time on page-cached JPEGs of
+#: ~100 KB (measured; a read then takes ~30 us, and each file's hand-over between threads costs more).
+#: One slow read alone is more often the task losing its CPU mid-read than a slow filesystem: about one
+#: read in 1,000 of page-cached 32x32 JPEGs took over 2 ms on 2 busy cores, which turned the threads on
+#: in most units of ~500 of them, and the hand-overs then took 16% of the units' time (py-spy). Three in
+#: one unit: 1 unit in 1,250. Photos read from disk still turn them on (23 of ~70 units of 64 here).
 SLOW_READ_S = 0.002
+SLOW_READS = 3
 
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
@@ -151,13 +156,14 @@ def prefetched(task: ShardTask, python: Optional[PythonSource], limit: int,
         yield from _fetched(items, python)
         return
     items = iter(items)
-    for item in items:   # fast reads in this thread, until one is slow
+    slow = SLOW_READS if is_url(task.source_root) else 0
+    while slow < SLOW_READS:   # fast reads in this thread, until enough are slow
+        item = next(items, None)
+        if item is None:
+            return
         result = _read(task.source_root, item, limit)
         yield (item, *result)
-        if result[2] > SLOW_READ_S:
-            break
-    else:
-        return
+        slow += result[2] > SLOW_READ_S
     with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="lmdbshard-read") as pool:
         window: deque = deque()
 
