@@ -162,8 +162,7 @@ class BenchReport:
                   ""]
         small = self.small_images
         if small is not None:
-            lines += [f"  small images ({small.images:,} JPEGs of {small.side}x{small.side}, stored as they are; shard_size "
-                      f"2560; {small.workers} workers)"] + [f"    {row}" for row in small.rows()] + [""]
+            lines += [f"  {small.title()}"] + [f"    {row}" for row in small.rows()] + [""]
         if self.scale is not None:
             lines += ["  scale (synthetic listings, no image files)"] + [f"    {row}" for row in self.scale.rows()] + [""]
         if self.remote_convert is not None:

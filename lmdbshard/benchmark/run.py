@@ -11,7 +11,7 @@ import os
 
 from lmdbshard.write.atomic import write_json_atomic
 from lmdbshard.write.config import ConvertConfig, RayConfig, StorageConfig
-from lmdbshard.tools.demo import make_imagefolder
+from lmdbshard.tools.demo import DemoSpec, make_imagefolder
 from lmdbshard.write.sources.imagefolder import list_imagefolder
 from lmdbshard.benchmark.config import BenchConfig
 from lmdbshard.benchmark.command import time_command
@@ -32,16 +32,13 @@ def corpus_root(bench: BenchConfig) -> str:
     """The ImageFolder to benchmark: ``bench.source``, or the generated corpus (made once, then kept)."""
     if bench.source is not None:
         return os.path.abspath(os.path.expanduser(bench.source))
-    c = bench.corpus
-    log.info("bench: corpus %s (%d images; generated on first use)", bench.corpus_dir, c.classes * c.per_class)
-    return os.path.abspath(make_imagefolder(bench.corpus_dir, c, processes=os.cpu_count() or 1))
+    return generated("corpus", bench.corpus_dir, bench.corpus)
 
 
-def _small_root(bench: BenchConfig) -> str:
-    """The generated corpus of small images (made once, then kept)."""
-    c = bench.small_corpus
-    log.info("bench: small images %s (%d images; generated on first use)", bench.small_corpus_dir, c.classes * c.per_class)
-    return os.path.abspath(make_imagefolder(bench.small_corpus_dir, c, processes=os.cpu_count() or 1))
+def generated(what: str, folder: str, spec: DemoSpec) -> str:
+    """The ImageFolder ``spec`` generates in ``folder``: made on first use on every core, then kept."""
+    log.info("bench: %s %s (%d images; generated on first use)", what, folder, spec.classes * spec.per_class)
+    return os.path.abspath(make_imagefolder(folder, spec, processes=os.cpu_count() or 1))
 
 
 def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
@@ -55,7 +52,7 @@ def run_bench(bench: BenchConfig, base: ConvertConfig) -> BenchReport:
     os.makedirs(work, exist_ok=True)
     base = dataclasses.replace(base, source=dataclasses.replace(base.source, root=root))
     top = max(bench.workers)
-    small_root = _small_root(bench) if bench.small_images else None
+    small_root = generated("small images", bench.small_corpus_dir, bench.small_corpus) if bench.small_images else None
     # the local S3 server of the remote_convert rows first: Ray's workers inherit its address
     with local_s3() if bench.remote_convert and available() else contextlib.nullcontext() as server, \
             ray_session(RayConfig(num_cpus=top)) as startup_s:

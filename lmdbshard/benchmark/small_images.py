@@ -40,6 +40,10 @@ class SmallImages:
     def ratio(self, key: str, vs: str) -> float:
         return statistics.median(b / a for a, b in zip(self.seconds[key], self.seconds[vs]))
 
+    def title(self) -> str:
+        return (f"small images ({self.images:,} JPEGs of {self.side}x{self.side}, stored as they are; shard_size "
+                f"{SHARD_SIZE}; {self.workers} workers)")
+
     def rows(self) -> list[str]:
         rows = [(f"bare chain, Pool({self.workers})", "bare", ""),
                 (f"lmdbshard, units fixed at {FIXED_UNITS} (ray.unit_seconds=0)", "fixed",
