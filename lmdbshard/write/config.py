@@ -21,6 +21,7 @@ from lmdbshard.write.choices import (
     AugmentKind, Encoding, Layout, MaskEncoding, OnError, ProgressMode, Resample, ResumeCheck, SourceKind,
 )
 from lmdbshard.write.parse import build
+from lmdbshard.write.units import UNIT_ITEMS, UNIT_SECONDS
 
 #: torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -121,8 +122,8 @@ class RayConfig:
     num_cpus: Optional[int] = None         # local cluster size; None uses every core
     cpus_per_task: float = 1.0
     max_in_flight: Optional[int] = None    # work units submitted at once; None: 2 x cluster CPUs
-    unit_size: int = 64                    # items per work unit (a shard's units run on any CPUs); 0: one task per shard
-    unit_seconds: float = 0.25             # units grow past unit_size until each takes this long (0: they don't)
+    unit_size: int = UNIT_ITEMS            # items per work unit (a shard's units run on any CPUs); 0: one task per shard
+    unit_seconds: float = UNIT_SECONDS     # units grow past unit_size until each takes this long (0: they don't)
     max_retries: int = 3                   # retries of a shard task whose worker or node died
 
 
