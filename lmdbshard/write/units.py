@@ -66,8 +66,9 @@ def needed_unit_size(items_per_s: float, slots: int, unit_seconds: float) -> int
 class UnitSizer:
     """The size of the units of the shards opened next: ``size`` to begin with, grown to
     ``needed_unit_size`` (and GROW_AT more; a multiple of MIN_TAIL_ITEMS, at most ``largest``: a shard)
-    whenever the units finished in the last window (SIZING_WINDOW_S) are GROW_AT times too short; never shrunk. Idle slots (the start of a job)
-    make the measured rate low, so units never grow for lack of work. ``unit_seconds=0``: a fixed size."""
+    whenever the units finished in the last window (SIZING_WINDOW_S) are GROW_AT times too short; never
+    shrunk. Idle slots (the start of a job) make the measured rate low, so units never grow for lack of
+    work. ``unit_seconds=0``: a fixed size; ``size=0`` (one task per shard): no units to size."""
 
     def __init__(self, size: int, slots: int, largest: int, unit_seconds: float,
                  clock: Callable[[], float] = time.monotonic):
@@ -78,7 +79,7 @@ class UnitSizer:
 
     def finished(self, items: int) -> Optional[tuple[int, float]]:
         """Count a finished unit of ``items``. Returns (the new size, items/s measured) when units grow."""
-        if not self.unit_seconds or self.size >= self.largest:
+        if not self.unit_seconds or not self.size or self.size >= self.largest:
             return None
         now = self.clock()
         if self.since is None:
