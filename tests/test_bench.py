@@ -80,6 +80,7 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
     ({"scale": [1000, 0]}, r"bench.scale must list positive sample counts \(or be \[\]\), got \[1000, 0\]"),
     ({"corpus": {"short_side": [300]}}, r"bench.corpus.short_side must be \[low, high\] with 0 < low <= high, got \[300\]"),
     ({"corpus": {"classes": 0}}, "bench.corpus.classes must be a positive integer, got 0"),
+    ({"small_corpus": {"per_class": -1}}, "bench.small_corpus.per_class must be a positive integer, got -1"),
 ])
 def test_bench_config_is_refused_before_any_work(data, match):
     with pytest.raises(ConfigError, match=match):
