@@ -40,9 +40,10 @@ READ_THREADS = 4
 #: read-ahead threads cost more CPU than they hide: 5-7% of a unit's CPU time on page-cached JPEGs of
 #: ~100 KB (measured; a read then takes ~30 us, and each file's hand-over between threads costs more).
 #: One slow read alone is more often the task losing its CPU mid-read than a slow filesystem: about one
-#: read in 1,000 of page-cached 32x32 JPEGs took over 2 ms on 2 busy cores, which turned the threads on
-#: in most units of ~500 of them, and the hand-overs then took 16% of the units' time (py-spy). Three in
-#: one unit: 1 unit in 1,250. Photos read from disk still turn them on (23 of ~70 units of 64 here).
+#: read in 1,000 of page-cached 32x32 JPEGs took over 2 ms on 2 busy cores, which turns the threads on
+#: in some 4 units in 10 of ~500 of them (1 - 0.999^500), and the hand-overs then took 16% of all units'
+#: time (py-spy). Three in one unit: in none of 1,250 units of 64, and in one of ~40 units of ~500.
+#: Photos read from disk still turn them on (23 of ~70 units of 64 here).
 SLOW_READ_S = 0.002
 SLOW_READS = 3
 
