@@ -46,7 +46,13 @@ def test_bench_job_prints_every_row_and_target(tmp_path):
     assert doc["open"]["shards"] == 20
     targets = {t["name"]: t["verdict"] for t in doc["targets"]}
     assert len(targets) == 12 and all(v in ("PASS", "MISS", "not measured") for v in targets.values())
-    assert targets["conversion, shard_size 40, 16 workers vs 1 worker"] == "not measured"
+    assert targets["conversion, shard_size 40, 16 workers vs 1 worker, steady state"] == "not measured"
+    # The steady state, from 10% to 90% of the images done, of runs with several updates: the bare Pool
+    # (chunks of 2 images) and 5 shards of 8; the targets against the bare chain compare those.
+    for key in ("bare/2", "lmdbshard/2/8"):
+        assert doc["conversion"][key]["steady_images_per_s"] > 0, key
+    assert targets["conversion, shard_size 8, 2 workers vs bare chain, steady state"] in ("PASS", "MISS")
+    assert "conversion, steady state (10% to 90% done)" in table
     assert targets["whole command: fixed costs beyond Ray's import, start-up and shutdown"] in ("PASS", "MISS")
     for t in doc["targets"]:
         assert t["name"] in table

@@ -148,6 +148,7 @@ def test_corrupt_files_are_skipped_and_recorded(ray_local, tree, tmp_path):
     result = convert(job(tree.root, out, max_error_rate=0.5))
     assert result.images_skipped == 3 and result.images_written == len(tree.files)
     assert "images skipped  3" in result.summary()
+    assert "resume check" not in result.summary()   # a first run kept nothing, so checked nothing
     m = json.load(open(os.path.join(out, "manifest.json")))
     errors = {e["path"]: e for e in m["errors"]}
     assert set(errors) == set(bad) and m["num_errors"] == 3

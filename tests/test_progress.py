@@ -5,7 +5,7 @@ import logging
 import re
 import time
 
-from lmdbshard.write.progress import Progress, plural, stage_fractions, stage_shares
+from lmdbshard.write.progress import Progress, SteadyRate, plural, stage_fractions, stage_shares
 
 
 class FakeTTY(io.StringIO):
@@ -85,3 +85,34 @@ def test_counts_take_the_right_number():
     assert [plural(n, "shard") for n in (0, 1, 2)] == ["0 shards", "1 shard", "2 shards"]
     assert plural(1, "class", "classes") == "1 class" and plural(3, "class", "classes") == "3 classes"
     assert plural(2.0, "CPU") == "2 CPUs" and plural(1.0, "CPU") == "1 CPU"
+
+
+def test_steady_rate_leaves_out_the_start_and_the_end():
+    """A job that starts slowly (listing, the first tasks) and ends slowly (the last shard's publish):
+    the steady rate is its middle's, from the update that reached 10% of the images to the one that
+    reached 90%."""
+    rate = SteadyRate(1000)
+    assert rate.rate() is None
+    rate.add(0, now=0.0)
+    rate.add(64, now=2.0)      # start-up: 2 s for the first unit
+    rate.add(128, now=2.1)     # past 100 (10%): the first mark
+    for k in range(3, 15):
+        rate.add(64 * k, now=2.1 + 0.1 * (k - 2))
+    assert rate.rate() is None   # 896 of 1000: not yet 90%
+    rate.add(960, now=3.4)     # past 900: the second mark, 832 images in 1.3 s
+    rate.add(1000, now=9.0)    # the end: slow, and left out
+    assert abs(rate.rate() - 832 / 1.3) < 1e-9
+    one_update = SteadyRate(40)
+    one_update.add(40, now=1.0)   # a job done in one step has no steady state to measure
+    assert one_update.rate() is None
+
+
+def test_progress_measures_the_steady_rate_over_this_runs_images():
+    """Images reused from an earlier run are no part of this run's rate: its 10% and 90% are of the rest."""
+    with Progress(1100, 11, mode="none") as p:
+        p.reuse(100, 1)
+        p.restart_clock()
+        for done in range(200, 1101, 100):
+            p.update(done, done // 100, skipped=0)
+    assert p.steady.bounds == (100, 900) and [d for _, d in p.steady.marks] == [100, 900]
+    assert p.steady.rate() > 0

@@ -15,7 +15,7 @@ import io
 import multiprocessing
 import os
 import pickle
-from typing import Sequence
+from typing import Optional, Sequence
 
 import lmdb
 import numpy as np
@@ -24,6 +24,7 @@ from PIL import Image
 from lmdbshard.write.config import TransformConfig
 from lmdbshard.write.image import RESAMPLE, REDUCING_GAP, resized_size
 from lmdbshard.format.record import KEY_FORMAT
+from lmdbshard.write.progress import SteadyRate
 
 _chain: tuple[TransformConfig, int] | None = None   # (transform, JPEG quality) in a pool process
 
@@ -72,10 +73,15 @@ class BarePool:
         """The folder2lmdb recipe in one of this pool's processes (same niceness), timed by the caller."""
         return self.pool.apply(_folder2lmdb_task, (list(paths), list(labels), out))
 
-    def run(self, paths: Sequence[str]) -> int:
-        """Transform every path once; returns the source bytes read."""
+    def run(self, paths: Sequence[str]) -> tuple[int, Optional[float]]:
+        """Transform every path once; returns the source bytes read and the images/s from 10% to 90% of
+        the images done, timed as results come back (``SteadyRate``, as lmdbshard's progress times units)."""
         chunk = max(1, min(16, len(paths) // (self.processes * 8)))
-        return sum(n for n, _ in self.pool.imap_unordered(_chain_task, paths, chunksize=chunk))
+        steady, total, done = SteadyRate(len(paths)), 0, 0
+        for n, _ in self.pool.imap_unordered(_chain_task, paths, chunksize=chunk):
+            total, done = total + n, done + 1
+            steady.add(done)
+        return total, steady.rate()
 
     def close(self) -> None:
         self.pool.terminate()

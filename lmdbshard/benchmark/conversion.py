@@ -1,6 +1,12 @@
 """Conversion side by side: lmdbshard on Ray against the bare chain in a Pool, and the
 single-process folder2lmdb recipe, on one corpus, interleaved, repeated.
 
+Each run gives two rates: the whole run's (images over its time) and the steady state's, the images/s
+from the moment 10% of the images were done to the moment 90% were (``progress.SteadyRate``), which
+leaves out the start-up (listing, plan, the first tasks) and the end (the last units, the last
+shards' publish), as a longer job of the same kind would. lmdbshard's progress times its finished
+units in the driver; the bare Pool's results are timed as they come back to the parent.
+
 One local Ray cluster of ``max(workers)`` CPUs serves every lmdbshard run; its start-up is
 timed once and reported apart. lmdbshard with ``w`` workers is the same cluster with
 ``cpus_per_task = cpus / w``, so Ray runs exactly ``w`` shard tasks at a time; the bare
@@ -17,6 +23,7 @@ import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 from lmdbshard.write.config import ConvertConfig
 from lmdbshard.write.listing import Listing
@@ -32,9 +39,16 @@ class ConversionTimes:
     ray_startup_s: float
     niceness: int           # of Ray's workers, and so of the bare loops' processes
     seconds: dict[str, list[float]] = field(default_factory=dict)   # "lmdbshard/2" -> one time per repeat
+    steady: dict[str, list[float]] = field(default_factory=dict)    # images/s from 10% to 90% of the images
 
-    def add(self, key: str, seconds: float) -> None:
+    def add(self, key: str, seconds: float, steady: Optional[float] = None) -> None:
         self.seconds.setdefault(key, []).append(seconds)
+        if steady is not None:
+            self.steady.setdefault(key, []).append(steady)
+
+    def steady_per_s(self, key: str) -> Optional[float]:
+        """The median steady-state images/s; None when no run of ``key`` was long enough to measure it."""
+        return statistics.median(self.steady[key]) if self.steady.get(key) else None
 
     def median(self, key: str) -> float:
         return statistics.median(self.seconds[key])
@@ -67,7 +81,7 @@ def _warm_ray_workers(n: int) -> int:
     return max(ray.get([_import.remote() for _ in range(2 * n)] + [_writer_slot.remote() for _ in range(n + 1)]))
 
 
-def _lmdbshard_once(base: ConvertConfig, out: str, cpus: int, workers: int, shard_size: int) -> float:
+def _lmdbshard_once(base: ConvertConfig, out: str, cpus: int, workers: int, shard_size: int) -> tuple[float, Optional[float]]:
     from lmdbshard.write.coordinator import convert
     shutil.rmtree(out, ignore_errors=True)
     cfg = dataclasses.replace(base, out=out, overwrite=False, shard_size=shard_size,
@@ -77,7 +91,7 @@ def _lmdbshard_once(base: ConvertConfig, out: str, cpus: int, workers: int, shar
     seconds = time.perf_counter() - t
     if result.images_skipped:
         log.warning("bench: lmdbshard skipped %d images of the corpus", result.images_skipped)
-    return seconds
+    return seconds, result.steady_images_per_s
 
 
 def conversion_dir(work: str, workers: int, shard_size: int) -> str:
@@ -103,12 +117,13 @@ def run_conversions(base: ConvertConfig, listing: Listing, work: str, workers: l
             steps.append(("folder2lmdb", 1, 0))
         for r in range(repeats):
             for kind, w, size in (steps if r % 2 == 0 else steps[::-1]):
+                steady = None
                 if kind == "bare":
                     t = time.perf_counter()
-                    pools[w].run(paths)
+                    _, steady = pools[w].run(paths)
                     seconds = time.perf_counter() - t
                 elif kind == "lmdbshard":
-                    seconds = _lmdbshard_once(base, conversion_dir(work, w, size), cpus, w, size)
+                    seconds, steady = _lmdbshard_once(base, conversion_dir(work, w, size), cpus, w, size)
                 else:
                     db = os.path.join(work, "folder2lmdb.lmdb")
                     for p in (db, db + "-lock"):
@@ -118,9 +133,9 @@ def run_conversions(base: ConvertConfig, listing: Listing, work: str, workers: l
                     pools[min(workers)].folder2lmdb(paths, listing.labels, db)
                     seconds = time.perf_counter() - t
                 key = f"{kind}/{w}/{size}" if kind == "lmdbshard" else f"{kind}/{w}"
-                times.add(key, seconds)
-                log.info("bench: repeat %d/%d %s: %.2f s (%.0f images/s)", r + 1, repeats, key, seconds,
-                         len(paths) / seconds)
+                times.add(key, seconds, steady)
+                log.info("bench: repeat %d/%d %s: %.2f s (%.0f images/s; steady state %s)", r + 1, repeats, key,
+                         seconds, len(paths) / seconds, "-" if steady is None else f"{steady:.0f}/s")
     finally:
         for pool in pools.values():
             pool.close()

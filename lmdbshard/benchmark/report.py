@@ -70,6 +70,12 @@ class BenchReport:
                 ours = f"lmdbshard/{w}/{size}"
                 rows.append(Row("conversion", f"lmdbshard, {w} Ray worker{'s' if w > 1 else ''}, shard_size {size}",
                                 c.per_s(ours), c.mb_per_s(ours), c.per_s(ours) / c.per_s(bare), f"bare Pool({w})"))
+        for w in self.workers:   # the targets' rates
+            bare = f"bare/{w}"
+            rows.append(self._steady_row(f"bare chain, multiprocessing.Pool({w})", bare))
+            for size in self.shard_sizes:
+                rows.append(self._steady_row(f"lmdbshard, {w} Ray worker{'s' if w > 1 else ''}, shard_size {size}",
+                                             f"lmdbshard/{w}/{size}", bare, f"bare Pool({w})"))
         if "folder2lmdb/1" in c.seconds:
             top, size = max(self.workers), self.shard_sizes[0]
             rows.append(Row("conversion", "folder2lmdb recipe (1 process, pickle, one LMDB)", c.per_s("folder2lmdb/1"),
@@ -95,24 +101,37 @@ class BenchReport:
                             name, r.per_s(key), r.mb_per_s(key), ratio, names[vs][0] if vs else ""))
         return rows
 
+    def _steady_row(self, name: str, key: str, vs: Optional[str] = None, vs_name: str = "") -> Row:
+        c = self.conversion
+        rate = c.steady_per_s(key)
+        mb = None if rate is None else rate * c.source_bytes / c.images / 1e6
+        return Row("conversion, steady state (10% to 90% done)", name, rate, mb,
+                   self._steady_ratio(key, vs) if vs else None, vs_name)
+
+    def _steady_ratio(self, key: str, vs: str) -> Optional[float]:
+        """``key``'s steady-state images/s over ``vs``'s; None unless both were measured."""
+        a, b = self.conversion.steady_per_s(key), self.conversion.steady_per_s(vs)
+        return a / b if a is not None and b else None
+
     # -------------------------------------------------------------- targets
     def targets(self) -> list[Target]:
         c, r, o = self.conversion, self.reads, self.opened
         top = max(self.workers)
         cores = self.environment["cpus"]
-        t = [Target(f"conversion, shard_size {size}, {top} workers vs bare chain on the same cores",
-                    c.per_s(f"lmdbshard/{top}/{size}") / c.per_s(f"bare/{top}"), 0.95, "x") for size in self.shard_sizes]
+        t = [Target(f"conversion, shard_size {size}, {top} workers vs bare chain, steady state",
+                    self._steady_ratio(f"lmdbshard/{top}/{size}", f"bare/{top}"), 0.95, "x") for size in self.shard_sizes]
         first = self.shard_sizes[0]
         one, two = f"lmdbshard/1/{first}", f"lmdbshard/2/{first}"
         both = one in c.seconds and two in c.seconds
-        t.append(Target(f"conversion, shard_size {first}, 2 workers vs 1 worker",
-                        c.per_s(two) / c.per_s(one) if both else None, 1.85, "x",
+        pools = self._steady_ratio("bare/2", "bare/1") if both else None
+        t.append(Target(f"conversion, shard_size {first}, 2 workers vs 1 worker, steady state",
+                        self._steady_ratio(two, one) if both else None, 1.85, "x",
                         # what the machine's cores give the bare chain itself: the ceiling of this ratio
-                        note=f"the bare chain on these cores: Pool(2) {c.per_s('bare/2') / c.per_s('bare/1'):.2f}x "
-                             "Pool(1)" if both else "needs bench.workers to hold 1 and 2"))
+                        note=f"the bare chain on these cores: Pool(2) {pools:.2f}x Pool(1)" if pools
+                        else "needs bench.workers to hold 1 and 2"))
         sixteen = f"lmdbshard/16/{first}"
-        t.append(Target(f"conversion, shard_size {first}, 16 workers vs 1 worker",
-                        c.per_s(sixteen) / c.per_s(one) if sixteen in c.seconds and one in c.seconds else None,
+        t.append(Target(f"conversion, shard_size {first}, 16 workers vs 1 worker, steady state",
+                        self._steady_ratio(sixteen, one) if sixteen in c.seconds and one in c.seconds else None,
                         14.0, "x", note="" if sixteen in c.seconds else
                         f"this machine has {cores} cores; run bench.workers=[1,2,4,8,16] on one with 16 or more"))
         cmd = self.command
@@ -149,7 +168,9 @@ class BenchReport:
                 section = row.section
                 lines += ["", f"  {section:<52} {'images/s':>10} {'MB/s':>9}  ratio"]
             ratio = f"{row.ratio:6.2f}x vs {row.vs}" if row.ratio is not None else ""
-            lines.append(f"    {row.name:<50} {row.per_s:>10.0f} {row.mb_per_s:>9.1f}  {ratio}".rstrip())
+            rate = "-" if row.per_s is None else f"{row.per_s:.0f}"
+            mb = "-" if row.mb_per_s is None else f"{row.mb_per_s:.1f}"
+            lines.append(f"    {row.name:<50} {rate:>10} {mb:>9}  {ratio}".rstrip())
         cmd = self.command
         if cmd is not None:
             lines += ["", f"  whole command (jobs/convert.py --config-name imagenet, {cmd.images} images): {cmd.wall_s:.2f} s",
@@ -182,7 +203,8 @@ class BenchReport:
         return {
             "environment": self.environment, "corpus": self.corpus, "ray_startup_s": c.ray_startup_s,
             "niceness": c.niceness,
-            "conversion": {k: {"seconds": v, "images_per_s": c.per_s(k), "mb_per_s": c.mb_per_s(k)}
+            "conversion": {k: {"seconds": v, "images_per_s": c.per_s(k), "mb_per_s": c.mb_per_s(k),
+                               "steady_images_per_s": c.steady_per_s(k)}
                            for k, v in c.seconds.items()},
             "reads": {k: {"samples": r.samples[k], "seconds": r.seconds[k], "per_s": r.per_s(k),
                           "mb_per_s": r.mb_per_s(k)} for k in r.samples},

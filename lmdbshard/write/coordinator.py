@@ -62,6 +62,7 @@ class ConvertResult:
     warnings: list[str] = field(default_factory=list)
     passthrough: int = 0   # records that store their source file's bytes unchanged
     check_s: float = 0.0   # the resume check of an earlier run's shards (resume_check)
+    steady_images_per_s: Optional[float] = None   # from 10% to 90% of the images built (progress.SteadyRate)
 
     def stage_shares(self) -> str:
         """e.g. ``decode 61%, encode 22%, read 5%, write 4%`` (summed over workers)."""
@@ -79,16 +80,16 @@ class ConvertResult:
             *([f"  resume check    {self.check_s:.1f} s"] if self.check_s else []),
             f"  bytes           {self.bytes} ({mb:.1f} MB)",
             f"  wall time       {self.wall_s:.1f} s (of which Ray start-up {self.ray_startup_s:.1f} s)",
-            f"  throughput      {self.images_per_s:.1f} images/s (built shards, Ray start-up excluded)"
+            f"  throughput      {self.images_per_s:.1f} images/s (built shards, Ray start-up excluded)" + (
+                f"; {self.steady_images_per_s:.1f} from 10% to 90% of them" if self.steady_images_per_s else "")
             if self.shards_built else "  throughput      n/a (every shard was reused)",
             f"  stage time      {self.stage_shares()}",
             *([f"  passthrough     {self.passthrough} of {self.images_written} stored as their source file's bytes "
                "(they already fit; the rest were re-encoded)"] if self.passthrough else []),
             f"  output          {self.out}",
         ]
-        lines += [f"  warning         {w}" for w in self.warnings[:10]]
-        if len(self.warnings) > 10:
-            lines.append(f"  warning         ... and {len(self.warnings) - 10} more in manifest.json")
+        more = [f"... and {len(self.warnings) - 10} more in manifest.json"] if len(self.warnings) > 10 else []
+        lines += [f"  warning         {w}" for w in self.warnings[:10] + more]
         return "\n".join(lines)
 
 
@@ -113,6 +114,7 @@ class RunTimes:
     built: list[int]      # shards this run built
     ray_startup_s: float
     run_s: float          # building, Ray start-up excluded
+    steady_rate: Optional[float] = None   # images/s from 10% to 90% of them
 
 
 def _tasks(plan: Plan, listing: Listing, todo: list[int]) -> Iterator[ShardTask]:
@@ -200,7 +202,7 @@ def _reuse(job: Job) -> tuple[ReportSet, float]:
                  plural(len(reports), "complete shard"), cfg.resume_check, time.monotonic() - t, plan.num_shards - len(reports))
     for note in notes:
         log.warning("%s", note)
-    return reports, time.monotonic() - t
+    return reports, (time.monotonic() - t) if len(reports) else 0.0   # timed only when it kept shards
 
 
 def _checks_on_ray(job: Job) -> bool:   # a rerun's check, on a cluster (ray.address given)
@@ -238,20 +240,19 @@ def _run(job: Job, reports: ReportSet) -> RunTimes:
                     f"{plural(len(failures), 'shard')} failed (first: shard {first.index}: {first.message}); "
                     f"{len(reports)} of {plural(plan.num_shards, 'shard')} complete and kept: fix the cause and "
                     "rerun the same command to redo only the rest")
-    return RunTimes(todo, ray_s, progress.elapsed())   # the bar's time: its final rate is the summary's
+    return RunTimes(todo, ray_s, progress.elapsed(), progress.steady.rate())   # the bar's time: its final rate is the summary's
 
 
-def _result(job: Job, reports: ReportSet, times: RunTimes, wall_s: float) -> ConvertResult:
+def _result(job: Job, reports: ReportSet, times: RunTimes, wall_s: float, check_s: float) -> ConvertResult:
     built = reports.of(times.built)
     built_images = sum(r.planned for r in built)
     return ConvertResult(
         out=job.out, source=job.listing.source_root(), images_written=reports.written,
         images_skipped=len(reports.skipped), shards=job.plan.num_shards, shards_built=len(built),
-        shards_reused=len(reports) - len(built), bytes=reports.bytes, wall_s=wall_s,
-        ray_startup_s=times.ray_startup_s,
+        shards_reused=len(reports) - len(built), bytes=reports.bytes, wall_s=wall_s, ray_startup_s=times.ray_startup_s,
         images_per_s=built_images / times.run_s if built and times.run_s > 0 else 0.0,
         stage_seconds=stage_seconds(built, STAGES), warnings=list(job.listing.warnings),
-        passthrough=reports.passthrough)
+        passthrough=reports.passthrough, check_s=check_s, steady_images_per_s=times.steady_rate)
 
 
 def _commit(job: Job, reports: ReportSet, result: ConvertResult) -> None:
@@ -294,7 +295,6 @@ def convert(cfg: ConvertConfig, dataset: object | None = None) -> ConvertResult:
         with ray_session(job.cfg.ray, job.cfg.scratch_dir) if resuming else contextlib.nullcontext():
             reports, check_s = _reuse(job)
             times = _run(job, reports)
-        result = dataclasses.replace(_result(job, reports, times, time.monotonic() - t0),
-                                     check_s=check_s if len(reports) else 0.0)
+        result = _result(job, reports, times, time.monotonic() - t0, check_s)
         _commit(job, reports, result)
     return result

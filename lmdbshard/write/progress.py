@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 import time
 from typing import Mapping, Optional
@@ -64,6 +65,28 @@ def _bar_class() -> type:
     return PinnedRateBar
 
 
+class SteadyRate:
+    """Images/s between the moments a run had done ``low`` and ``high`` of its ``total`` images (10% and
+    90%): the rate a longer job of the same kind sustains, without its start-up (listing, plan, the
+    first tasks) or its end (the last units and the last shards' publish). ``rate()`` is None when a
+    run is too short to cross the two in separate updates."""
+
+    def __init__(self, total: int, low: float = 0.1, high: float = 0.9):
+        self.bounds = (max(1, math.ceil(low * total)), max(1, math.ceil(high * total)))
+        self.marks: list[tuple[float, int]] = []   # (time, done) at the first update at or past each bound
+
+    def add(self, done: int, now: Optional[float] = None) -> None:
+        now = time.monotonic() if now is None else now
+        while len(self.marks) < 2 and done >= self.bounds[len(self.marks)]:
+            self.marks.append((now, done))   # one update past both marks both: no time between, no rate
+
+    def rate(self) -> Optional[float]:
+        if len(self.marks) < 2:
+            return None
+        (t0, d0), (t1, d1) = self.marks
+        return (d1 - d0) / (t1 - t0) if t1 > t0 else None
+
+
 class Progress:
     """Images done of ``total``, images/s, ETA, shards done/reused/failed, skipped samples, and
     the stage shares of the shards finished so far (summed over workers).
@@ -90,6 +113,7 @@ class Progress:
         self._started = False   # update or restart_clock was called: this run does work
         self.stage_seconds: dict[str, float] = {}
         self._bar = None
+        self.steady = SteadyRate(total)   # over this run's images, from restart_clock
 
     def _draw(self) -> None:
         self._started = True
@@ -101,6 +125,7 @@ class Progress:
         """Start measuring the rate now (after start-up costs such as starting Ray), and start drawing."""
         self._start = self._last_line = time.monotonic()
         self._base = self.done
+        self.steady = SteadyRate(self.total - self._base)
         self._draw()
 
     def reuse(self, images: int, shards: int) -> None:
@@ -126,6 +151,7 @@ class Progress:
                 text += f" | {top[0]} {100 * top[1]:.0f}%"
             self._bar.set_postfix_str(text, refresh=False)
         self.done, self.shards_done, self.skipped, self.failed = done, shards_done, skipped, failed
+        self.steady.add(done - self._base)
         if self.mode == "log" and time.monotonic() - self._last_line >= self.interval:
             self._line()
 
