@@ -5,13 +5,14 @@ __version__ = "0.1.0"
 from lmdbshard.write.config import (
     AugmentConfig, AugmentOp, ConvertConfig, RayConfig, SourceConfig, StorageConfig, TransformConfig, parse_config,
 )
-from lmdbshard.read.dataset import ShardedDataset  # noqa: E402
 from lmdbshard.errors import (
     ClassMismatchError, ConfigError, DiskFullError, FormatError, FormatVersionError, JobFailedError,
     LmdbshardError, PlanMismatchError, ResumeError, SampleError, ShardError, SourceError,
 )
-from lmdbshard.read.sampler import ShardSampler  # noqa: E402
-from lmdbshard.read.verify import verify  # noqa: E402
+
+#: The reading side, imported on first use: a conversion job (and its ``--help``) never needs it.
+_LAZY = {"ShardedDataset": "lmdbshard.read.dataset", "ShardSampler": "lmdbshard.read.sampler",
+         "verify": "lmdbshard.read.verify", "ShardStream": "lmdbshard.read.stream"}
 
 
 def convert(cfg: "ConvertConfig", *, temporary: bool = False, dataset: object = None):
@@ -36,11 +37,13 @@ def ray_dataset(roots, **kwargs):
 
 
 def __getattr__(name: str):
-    # ShardStream subclasses torch's IterableDataset when torch is installed: import it on first use only,
-    # so that ``import lmdbshard`` never imports torch.
-    if name == "ShardStream":
-        from lmdbshard.read.stream import ShardStream
-        return ShardStream
+    # ShardStream subclasses torch's IterableDataset when torch is installed: importing it on first use
+    # only means that ``import lmdbshard`` never imports torch.
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'lmdbshard' has no attribute {name!r}")
 
 

@@ -151,6 +151,19 @@ def test_reading_a_folder_loads_no_ray_hydra_omegaconf_or_pyarrow(tmp_path):
     assert json.loads(proc.stdout.splitlines()[-1]) == []
 
 
+def test_a_conversion_jobs_start_imports_nothing_of_the_reading_side():
+    """``import lmdbshard`` and a job's config (what every ``make convert`` pays before any work) leave the
+    reader modules to their first use; the names still import from the package."""
+    probe = ("import json, sys; sys.path.insert(0, 'jobs'); import hydra_app, lmdbshard; "
+             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('lmdbshard.read'))))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == []
+    from lmdbshard import ShardedDataset, ShardSampler, verify
+    from lmdbshard.read.dataset import ShardedDataset as direct
+    assert ShardedDataset is direct and callable(verify) and ShardSampler.__name__ == "ShardSampler"
+
+
 def test_no_module_over_300_lines_but_the_listed_ones():
     lengths = {}
     for folder in (PACKAGE, os.path.join(ROOT, "jobs")):
