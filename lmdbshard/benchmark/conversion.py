@@ -50,6 +50,11 @@ class ConversionTimes:
         """The median steady-state images/s; None when no run of ``key`` was long enough to measure it."""
         return statistics.median(self.steady[key]) if self.steady.get(key) else None
 
+    def steady_mb_per_s(self, key: str) -> Optional[float]:
+        """The source MB/s at ``key``'s steady-state rate."""
+        rate = self.steady_per_s(key)
+        return None if rate is None else rate * self.source_bytes / self.images / 1e6
+
     def median(self, key: str) -> float:
         return statistics.median(self.seconds[key])
 

@@ -63,24 +63,18 @@ class BenchReport:
     def rows(self) -> list[Row]:
         c, r = self.conversion, self.reads
         rows = []
-        for w in self.workers:
-            bare = f"bare/{w}"
-            rows.append(Row("conversion", f"bare chain, multiprocessing.Pool({w})", c.per_s(bare), c.mb_per_s(bare)))
-            for size in self.shard_sizes:
-                ours = f"lmdbshard/{w}/{size}"
-                rows.append(Row("conversion", f"lmdbshard, {w} Ray worker{'s' if w > 1 else ''}, shard_size {size}",
-                                c.per_s(ours), c.mb_per_s(ours), c.per_s(ours) / c.per_s(bare), f"bare Pool({w})"))
-        for w in self.workers:   # the targets' rates
-            bare = f"bare/{w}"
-            rows.append(self._steady_row(f"bare chain, multiprocessing.Pool({w})", bare))
-            for size in self.shard_sizes:
-                rows.append(self._steady_row(f"lmdbshard, {w} Ray worker{'s' if w > 1 else ''}, shard_size {size}",
-                                             f"lmdbshard/{w}/{size}", bare, f"bare Pool({w})"))
+        pipelines = self._pipelines()
+        for name, key, vs, vs_name in pipelines:
+            rows.append(Row("conversion", name, c.per_s(key), c.mb_per_s(key),
+                            c.per_s(key) / c.per_s(vs) if vs else None, vs_name))
         if "folder2lmdb/1" in c.seconds:
             top, size = max(self.workers), self.shard_sizes[0]
             rows.append(Row("conversion", "folder2lmdb recipe (1 process, pickle, one LMDB)", c.per_s("folder2lmdb/1"),
                             c.mb_per_s("folder2lmdb/1"), c.per_s("folder2lmdb/1") / c.per_s(f"lmdbshard/{top}/{size}"),
                             f"lmdbshard, {top} worker(s)"))
+        for name, key, vs, vs_name in pipelines:   # the targets' rates
+            rows.append(Row("conversion, steady state (10% to 90% done)", name, c.steady_per_s(key),
+                            c.steady_mb_per_s(key), self._steady_ratio(key, vs) if vs else None, vs_name))
         names = {
             "get/bare": ("txn.get loop over the same shards", None),
             "get/ds": ("ds[i], decode=False", "get/bare"),
@@ -101,12 +95,14 @@ class BenchReport:
                             name, r.per_s(key), r.mb_per_s(key), ratio, names[vs][0] if vs else ""))
         return rows
 
-    def _steady_row(self, name: str, key: str, vs: Optional[str] = None, vs_name: str = "") -> Row:
-        c = self.conversion
-        rate = c.steady_per_s(key)
-        mb = None if rate is None else rate * c.source_bytes / c.images / 1e6
-        return Row("conversion, steady state (10% to 90% done)", name, rate, mb,
-                   self._steady_ratio(key, vs) if vs else None, vs_name)
+    def _pipelines(self) -> list[tuple[str, str, Optional[str], str]]:
+        """(row name, key, the bare Pool's key it is compared with, its name) of each conversion, in table order."""
+        found = []
+        for w in self.workers:
+            found.append((f"bare chain, multiprocessing.Pool({w})", f"bare/{w}", None, ""))
+            found += [(f"lmdbshard, {w} Ray worker{'s' if w > 1 else ''}, shard_size {size}", f"lmdbshard/{w}/{size}",
+                       f"bare/{w}", f"bare Pool({w})") for size in self.shard_sizes]
+        return found
 
     def _steady_ratio(self, key: str, vs: str) -> Optional[float]:
         """``key``'s steady-state images/s over ``vs``'s; None unless both were measured."""
@@ -133,7 +129,7 @@ class BenchReport:
                         else "needs bench.workers to hold 1 and 2"))
         sixteen = f"lmdbshard/16/{first}"
         t.append(Target(f"conversion, shard_size {first}, 16 workers vs 1 worker, steady state",
-                        self._steady_ratio(sixteen, one) if sixteen in c.seconds and one in c.seconds else None,
+                        self._steady_ratio(sixteen, one),
                         14.0, "x", note="" if sixteen in c.seconds else
                         f"this machine has {cores} cores; run bench.workers=[1,2,4,8,16] on one with 16 or more"))
         cmd = self.command
