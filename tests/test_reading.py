@@ -1,15 +1,20 @@
 """Reading a shard's inputs: every file's bytes in item order, each unreadable file as its own error,
-whether the reads are fast (read in the task's thread) or slow (read ahead on threads)."""
+whether the reads are fast (read in the task's thread) or slow (read ahead on threads), and the read
+stage timed as the wait on the critical path."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
 from lmdbshard.write import reading
-from lmdbshard.write.task import ShardItem, ShardTask
+from lmdbshard.write.config import StorageConfig, TransformConfig
+from lmdbshard.write.task import ShardItem, ShardTask, WriteOptions, encode_unit
+
+from helpers import make_tree
 
 
 @pytest.fixture
@@ -66,3 +71,26 @@ def test_reads_go_ahead_on_threads_only_after_several_slow_ones(folder, monkeypa
     inline = reading.SLOW_READS if slow_after < 0 else len(names)
     assert {where[n] for n in names[:inline]} == {threading.current_thread().name}
     assert all(where[n].startswith("lmdbshard-read") for n in names[inline:])
+
+
+def test_stage_times_of_a_unit_with_slow_reads_add_up_to_no_more_than_its_time(tmp_path, monkeypatch):
+    """Reads of 30 ms each (a network filesystem) go ahead on READ_THREADS threads; a unit's ``read`` is
+    the time it waited for its next file, so its stage times add up to at most the unit's own time. The
+    threads' summed read time (21 x 30 ms) is well over that time: counting it was the old, dishonest share."""
+    tree = make_tree(str(tmp_path / "src"))
+    delay, read = 0.03, reading.read_regular
+
+    def slow(root, rel, limit):
+        time.sleep(delay)
+        return read(root, rel, limit)
+
+    monkeypatch.setattr(reading, "read_regular", slow)
+    paths = sorted(tree.files)
+    task = ShardTask.of_items(0, 0, tree.root, [ShardItem(i, 0, p, tree.files[p]) for i, p in enumerate(paths)])
+    opts = WriteOptions(out=str(tmp_path / "out"), transform=TransformConfig(resize_shorter=32), storage=StorageConfig())
+    t = time.perf_counter()
+    unit = encode_unit(task, 0, task.count, opts)
+    wall = time.perf_counter() - t
+    assert len(unit.values) == len(paths) and not unit.errors
+    assert sum(unit.seconds.values()) <= wall
+    assert unit.seconds["read"] < 0.8 * len(paths) * delay
