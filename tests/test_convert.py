@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 
@@ -16,7 +15,7 @@ from lmdbshard import JobFailedError, PlanMismatchError, ShardedDataset, Storage
 from lmdbshard.format.record import decode_key
 from lmdbshard.format.record import RecordHasher
 
-from helpers import job, make_tree, reference_rgb, sources, stored_items
+from helpers import job, reference_rgb, sources, stored_items
 
 
 def test_every_image_once_with_its_label(demo_out):

@@ -18,7 +18,7 @@ from lmdbshard.write.plan import make_plan
 from lmdbshard.write.task import ShardItem, ShardTask, WriteOptions, write_shard
 from lmdbshard.read.verify import verify
 
-from helpers import job, make_tree
+from helpers import job
 from helpers import stored_items
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -25,7 +25,7 @@ from lmdbshard.read import envs
 from lmdbshard.read.classes import combine_classes
 from lmdbshard.read.envs import registry
 from lmdbshard.read.cache import ShardCache
-from lmdbshard.read.roots import ShardRef, cumulative_counts, load_root, shard_refs
+from lmdbshard.read.roots import cumulative_counts, load_root, shard_refs
 from lmdbshard.read.selection import FieldSelection
 
 PathLike = str | os.PathLike
